@@ -39,6 +39,11 @@ class AnswerFormat(str, enum.Enum):
 
 ALL_FORMATS = (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS)
 ANSWER_CHARS = frozenset("[]0123456789., ")
+DIGITS = frozenset("0123456789")  # str.isdigit() would also accept other scripts' digits and superscripts
+
+
+def _digits(text: str) -> bool:
+    return bool(text) and set(text) <= DIGITS
 
 
 class AnswerParseError(ValueError):
@@ -46,8 +51,10 @@ class AnswerParseError(ValueError):
 
 
 def format_value(value: float, fmt: AnswerFormat) -> str:
+    if math.isnan(float(value)):
+        raise ValueError(f"{fmt.value} value is NaN")
     if fmt is AnswerFormat.CONTINUOUS:
-        clipped = min(max(float(value), 0.0), 1.0)
+        clipped = min(max(float(value), 0.0), 1.0) + 0.0  # + 0.0 turns -0.0 into 0.0
         return f"{clipped:.2f}"
     top = int(fmt.max_value)
     number = int(round(float(value)))
@@ -67,13 +74,13 @@ def _parse_value(token: str, fmt: AnswerFormat, position: int, text: str) -> flo
         return AnswerParseError(f"position {position}: {why} (value {token!r} in answer {text!r})")
 
     if fmt is AnswerFormat.CONTINUOUS:
-        if len(token) != 4 or token[1] != "." or not (token[0] + token[2:]).isdigit():
+        if len(token) != 4 or token[1] != "." or not _digits(token[0] + token[2:]):
             raise fail("expected a number with two decimals like 0.37")
         number = float(token)
         if number > 1.0:
             raise fail("continuous intensity must be within [0, 1]")
         return number
-    if len(token) != 1 or not token.isdigit():
+    if len(token) != 1 or not _digits(token):
         raise fail(f"expected a single digit 0..{int(fmt.max_value)}")
     number = int(token)
     if number > fmt.max_value:
@@ -98,21 +105,20 @@ def parse_answer(text: str, fmt: AnswerFormat | str, num_aus: int) -> np.ndarray
 def _value_prefix_ok(chunk: str, fmt: AnswerFormat, complete: bool) -> bool:
     """Whether `chunk` is a (complete, if asked) canonical value of `fmt`."""
     if fmt is AnswerFormat.CONTINUOUS:
-        pattern_ok = all(
-            (c == "." if i == 1 else c.isdigit()) for i, c in enumerate(chunk)
-        ) and len(chunk) <= 4
+        pattern_ok = all((c == "." if i == 1 else c in DIGITS) for i, c in enumerate(chunk)) and len(chunk) <= 4
         if not pattern_ok or (chunk and chunk[0] not in "01"):
             return False
-        if chunk.startswith("1") and any(c not in "1.0" for c in chunk[1:]):
+        if chunk.startswith("1") and any(c not in ".0" for c in chunk[1:]):
             return False  # 1.xx must be 1.00
         return len(chunk) == 4 if complete else True
-    if len(chunk) > 1 or (chunk and (not chunk.isdigit() or int(chunk) > fmt.max_value)):
+    if len(chunk) > 1 or (chunk and (not _digits(chunk) or int(chunk) > fmt.max_value)):
         return False
     return len(chunk) == 1 if complete else True
 
 
 def is_valid_prefix(text: str, fmt: AnswerFormat, num_aus: int) -> bool:
     """True if `text` can still be extended into a canonical answer with `num_aus` values."""
+    fmt = AnswerFormat.parse(fmt)
     if not text:
         return True
     if text[0] != "[":
@@ -146,9 +152,13 @@ def binary_from_discrete(values: np.ndarray) -> np.ndarray:
     return (np.asarray(values) >= 1).astype(np.float32)
 
 
-def discrete_from_continuous(values: np.ndarray) -> np.ndarray:
-    """0..1 → 0..5 by rounding 5·x, so 0.10 (=0.5 on the FACS scale) is the first value counted as present."""
-    return np.clip(np.floor(np.asarray(values) * 5.0 + 0.5), 0, 5).astype(np.float32)
+def discrete_from_continuous(values: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """0..1 → 0..5 by rounding 5·x half up, so 0.10 (=0.5 on the FACS scale) is the first value counted as present.
+    The presence test is the same comparison as `binary_from_continuous`, so float rounding near 0.1 cannot make
+    the two formats disagree."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.clip(np.floor(values * 5.0 + 0.5), 1, 5)
+    return np.where(values >= threshold, rounded, 0).astype(np.float32)
 
 
 def binary_from_continuous(values: np.ndarray, threshold: float = 0.1) -> np.ndarray:

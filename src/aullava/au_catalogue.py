@@ -264,14 +264,14 @@ class AUSet:
         pattern is kept with the side letter after the number and the real prefix: ``"AU02L_c"``,
         ``"AD30R_c"``. A user AU with no FACS number keeps its id: ``"<id>_c"``.
         """
-        suffix = suffix.lstrip("_")
+        tail = "_" + suffix.lstrip("_") if suffix.lstrip("_") else ""  # "" → bare names, e.g. py-feat's "AU01"
         cols = []
         for a in self.aus:
             m = _ID_RE.match(a.id)
             if m is None or a.number is None:
-                cols.append(f"{a.id}_{suffix}")
+                cols.append(f"{a.id}{tail}")
             else:
-                cols.append(f"{m.group(1).upper()}{a.number:02d}{a.side or ''}_{suffix}")
+                cols.append(f"{m.group(1).upper()}{a.number:02d}{a.side or ''}{tail}")
         return cols
 
     def to_dict(self) -> dict[str, Any]:

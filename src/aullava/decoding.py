@@ -8,6 +8,7 @@ answer is the concatenation of its tokens' texts.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import torch
@@ -16,12 +17,18 @@ from transformers import LogitsProcessor
 from .answer_format import ANSWER_CHARS, AnswerFormat, is_complete, is_valid_prefix
 
 
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
 @lru_cache(maxsize=8)
 def _answer_vocabulary(tokenizer) -> tuple[tuple[int, str], ...]:
     special = set(tokenizer.all_special_ids)
     ids = [i for i in range(len(tokenizer)) if i not in special]
     texts = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
-    return tuple((i, t) for i, t in zip(ids, texts) if t and len(t) <= 8 and set(t) <= ANSWER_CHARS)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    # byte-fallback pieces ("<0x30>") decode like the real ones but are never produced by tokenizing an answer
+    return tuple((i, t) for i, t, piece in zip(ids, texts, pieces)
+                 if t and len(t) <= 8 and set(t) <= ANSWER_CHARS and not BYTE_PIECE.fullmatch(str(piece)))
 
 
 def answer_vocabulary(tokenizer) -> tuple[tuple[int, str], ...]:

@@ -13,6 +13,7 @@ most viewers and document pipelines show and gives a clean, defined background f
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,9 @@ def _open(path: Path) -> Image.Image:
     if path.is_dir():
         raise InputError(path, "is a directory, not an image file")
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # 90-200 MP: PIL warns; our own MAX_PIXELS check decides instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
     except UnidentifiedImageError:
         raise InputError(path, "not an image (cannot identify image file)") from None
     except Image.DecompressionBombError as err:
@@ -109,7 +112,8 @@ def load_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> np.n
         if w <= 0 or h <= 0:
             raise InputError(path, f"empty image ({w}×{h})")
         if w * h > MAX_PIXELS:
-            raise InputError(path, f"image too large ({w}×{h} = {w * h / 1e6:.0f} MP > {MAX_PIXELS / 1e6:.0f} MP limit)")
+            limit = f"{MAX_PIXELS / 1e6:.0f} MP limit"
+            raise InputError(path, f"image too large ({w}×{h} = {w * h / 1e6:.0f} MP > {limit})")
         if max_side is not None and max(w, h) > max_side and im.format == "JPEG":
             scale = max_side / max(w, h)
             im.draft(im.mode, (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
@@ -126,7 +130,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> np.n
         except Exception as err:  # noqa: BLE001 - decoders raise ValueError, SyntaxError, EOFError, IndexError, ...
             raise InputError(path, f"cannot decode image ({_reason(err)})") from None
         try:
-            im = ImageOps.exif_transpose(im) or im
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no 200 MB copy for upright photos
         except Exception:  # noqa: BLE001 - malformed EXIF: orientation unknown, keep pixels as stored
             pass
         try:

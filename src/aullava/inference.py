@@ -18,12 +18,13 @@ import pandas as pd
 import torch
 
 from .answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from .au_catalogue import AUSet
 from .decoding import AnswerConstraint, max_answer_tokens
 from .modeling import AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
 
-COLUMN_SUFFIX = {AnswerFormat.BINARY: "_c", AnswerFormat.DISCRETE: "_r", AnswerFormat.CONTINUOUS: ""}
+COLUMN_SUFFIX = {AnswerFormat.BINARY: "c", AnswerFormat.DISCRETE: "r", AnswerFormat.CONTINUOUS: ""}
 
 
 @dataclass
@@ -68,6 +69,7 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
 @torch.no_grad()
 def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat]) -> list[str]:
     """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format per row."""
+    formats = [AnswerFormat.parse(f) for f in formats]
     examples = [model.encode_example(fmt) for fmt in formats]
     length = max(len(e["input_ids"]) for e in examples)
     pad = model.tokenizer.pad_token_id
@@ -158,12 +160,14 @@ class Predictor:
         return results
 
     def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
-        return to_dataframe(self.predict(inputs, formats, progress), formats)
+        return to_dataframe(self.predict(inputs, formats, progress), self.model.au_set, formats)
 
 
-def to_dataframe(results: list[ImageResult], formats: Sequence[str | AnswerFormat] = ALL_FORMATS) -> pd.DataFrame:
+def to_dataframe(results: list[ImageResult], au_set: AUSet,
+                 formats: Sequence[str | AnswerFormat] = ALL_FORMATS) -> pd.DataFrame:
     """One row per face (and one per failed file, with `error` set), OpenFace-style AU columns."""
     fmts = [AnswerFormat.parse(f) for f in formats]
+    columns = {fmt: au_set.openface_columns(COLUMN_SUFFIX[fmt]) for fmt in fmts}
     rows = []
     for result in results:
         if result.error is not None:
@@ -173,9 +177,8 @@ def to_dataframe(results: list[ImageResult], formats: Sequence[str | AnswerForma
             row = {"file": result.file, "face": face.face, "x0": face.box[0], "y0": face.box[1],
                    "x1": face.box[2], "y1": face.box[3]}
             for fmt in fmts:
-                for au, value in zip(face.au_ids, face.values[fmt.value]):
-                    column = "AU" + au[2:].zfill(2) if au[2:].isdigit() else au
-                    row[column + COLUMN_SUFFIX[fmt]] = int(value) if fmt is not AnswerFormat.CONTINUOUS else float(value)
+                cast = float if fmt is AnswerFormat.CONTINUOUS else int
+                row.update({col: cast(v) for col, v in zip(columns[fmt], face.values[fmt.value])})
             row["error"] = None
             rows.append(row)
     return pd.DataFrame(rows)

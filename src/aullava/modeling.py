@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -57,6 +58,8 @@ class AuLlavaConfig:
     prompt_style: str = "full"
     template_version: str = TEMPLATE_VERSION
     formats: list[str] = field(default_factory=lambda: [f.value for f in ALL_FORMATS])
+    # per part: "lora" (the paper), "full" (every weight trained and saved) or "frozen"
+    tuning: dict[str, str] = field(default_factory=lambda: {"vision": "lora", "llm": "lora"})
     trained: bool = False  # set by training; `predict` warns when a model never was
     model_type: str = "aullava"
 
@@ -77,9 +80,9 @@ class AuLlavaConfig:
 def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
     lora = config.lora
     parts = []
-    if lora.get("llm_targets"):
+    if lora.get("llm_targets") and config.tuning.get("llm", "lora") == "lora":
         parts.append(r"language_model\..*\.(?:" + "|".join(lora["llm_targets"]) + ")")
-    if lora.get("vision", True):
+    if lora.get("vision", True) and config.tuning.get("vision", "lora") == "lora":
         parts.append(r"vision_encoder\.(?:.*\.)?(?:" + lora.get("vision_pattern", vision_pattern) + ")")
     return "|".join(parts)
 
@@ -100,11 +103,17 @@ class AuLlavaModel(nn.Module):
         self.num_image_tokens = self.vision_encoder.num_tokens
         for param in self.parameters():
             param.requires_grad = False
+        for part, mode in config.tuning.items():
+            if mode not in ("lora", "full", "frozen"):
+                raise ValueError(f"tuning.{part} must be 'lora', 'full' or 'frozen', got {mode!r}")
         self.lora_config = None
-        if config.lora.get("enabled", True):
+        if config.lora.get("enabled", True) and _lora_target_regex(config, self.vision_encoder.lora_target_pattern):
             self._inject_lora()  # peft marks only the LoRA weights trainable ...
         for param in self.projector.parameters():
-            param.requires_grad = True  # ... and the projector is always trained in full
+            param.requires_grad = True  # ... the projector is always trained in full ...
+        for part, module in (("vision", self.vision_encoder), ("llm", self.language_model)):
+            if config.tuning.get(part) == "full":  # ... and so is any part tuned "full"
+                module.requires_grad_(True)
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
 
     # ----- LoRA -----------------------------------------------------------------------------------------------
@@ -140,12 +149,15 @@ class AuLlavaModel(nn.Module):
     def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None) -> dict[str, list[int]]:
         """One sequence: prefix, image placeholders, question and, for training, the answer + EOS as labels.
 
-        Answer tokens of AUs whose `mask` is False keep label -100: an unlabelled AU is never trained on."""
+        Answer tokens of AUs whose `mask` is False keep label -100 and their value is replaced by 0 in the input,
+        so nothing about an unlabelled AU reaches the loss."""
         prefix, question = self.prompt_ids(fmt)
         ids = prefix + [self.image_token_id] * self.num_image_tokens + question
         image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
         labels = [-100] * len(ids)
         if values is not None:
+            if mask is not None:  # an unlabelled value is written as 0 and not supervised: its label never enters
+                values = np.where(np.asarray(mask, dtype=bool), np.asarray(values, dtype=np.float64), 0.0)
             answer = serialize_answer(values, fmt)
             encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
             hidden_spans = _value_spans(answer, mask)
@@ -183,13 +195,16 @@ class AuLlavaModel(nn.Module):
         return {"loss": loss, "logits": logits}
 
     # ----- save / load ----------------------------------------------------------------------------------------
-    def _random_init_prefixes(self) -> list[str]:
+    def _full_weight_prefixes(self) -> list[str]:
+        """Parts whose every weight goes into the checkpoint: built with random init (nothing to reload them
+        from), or tuned in full."""
         prefixes = []
-        if self.config.llm.get("config") is not None:
+        if self.config.llm.get("config") is not None or self.config.tuning.get("llm") == "full":
             prefixes.append("language_model.")
         vision = self.config.vision
-        if vision.get("config") is not None or (vision.get("type", "efficientnet-lite0") == "efficientnet-lite0"
-                                                and not vision.get("pretrained", True)):
+        if (vision.get("config") is not None or self.config.tuning.get("vision") == "full"
+                or (vision.get("type", "efficientnet-lite0") == "efficientnet-lite0"
+                    and not vision.get("pretrained", True))):
             prefixes.append("vision_encoder.")
         return prefixes
 
@@ -210,7 +225,7 @@ class AuLlavaModel(nn.Module):
             adapter = get_peft_model_state_dict(self, state_dict=state)
             save_file({k: v.contiguous() for k, v in adapter.items()}, str(out / ADAPTER_NAME))
             self.lora_config.save_pretrained(str(out))
-        random_parts = self._random_init_prefixes()
+        random_parts = self._full_weight_prefixes()
         if random_parts:
             base = {k: v for k, v in state.items() if k.startswith(tuple(random_parts)) and "lora_" not in k}
             save_file(_untie(base), str(out / BASE_NAME))

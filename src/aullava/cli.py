@@ -1,0 +1,146 @@
+"""`aullava` command line: predict, train, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .answer_format import ALL_FORMATS
+    from .inference import Predictor, to_dataframe
+
+    formats = args.formats or [f.value for f in ALL_FORMATS]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = Predictor(args.model, batch_size=args.batch_size, device=args.device)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
+    print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
+          f"({len(predictor.model.au_set)} AUs)", file=sys.stderr)
+    results = predictor.predict(args.inputs, formats, progress=not args.quiet)
+    for result in results:
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+    table = to_dataframe(results, predictor.model.au_set, formats)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            out.write_text(table.to_json(orient="records", indent=2))
+        else:
+            table.to_csv(out, index=False)
+        print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+    if not args.quiet or not args.out:
+        faces = table[table["face"] >= 0] if len(table) else table
+        if len(faces):
+            with pd.option_context("display.max_columns", None, "display.width", 250):
+                print(_readable(faces, predictor.model.au_set, formats))
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        print(f"{failed} of {len(results)} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or not results else EXIT_OK
+
+
+def _readable(faces, au_set, formats) -> str:
+    """One block per face: the AU vector in each requested format."""
+    from .answer_format import AnswerFormat
+    from .inference import COLUMN_SUFFIX
+
+    au_ids = au_set.ids
+    lines = []
+    for _, row in faces.iterrows():
+        box = ", ".join(f"{row[k]:.0f}" for k in ("x0", "y0", "x1", "y1"))
+        lines.append(f"{row['file']}  face {row['face']}  box [{box}]")
+        lines.append("  " + "AU".ljust(12) + " ".join(a.rjust(5) for a in au_ids))
+        for fmt in map(AnswerFormat.parse, formats):
+            cells = [row[c] for c in au_set.openface_columns(COLUMN_SUFFIX[fmt])]
+            text = " ".join((f"{v:.2f}" if fmt is AnswerFormat.CONTINUOUS else str(int(v))).rjust(5) for v in cells)
+            lines.append("  " + fmt.value.ljust(12) + text)
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import load_recipe, train
+
+    recipe = load_recipe(args.config, args.set or [])
+    out = train(recipe, resume=not args.no_resume)
+    print(f"model saved to {out}")
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+
+    from .assets import asset_report
+    from .inference import default_model_dir
+
+    for package in ("aullava", "torch", "transformers", "peft", "accelerate", "mediapipe", "safetensors"):
+        try:
+            print(f"{package:14s} {md.version(package)}")
+        except md.PackageNotFoundError:
+            print(f"{package:14s} not installed")
+    for key, value in asset_report().items():
+        print(f"{key:20s} {value}")
+    default = default_model_dir()
+    print(f"{'default model':20s} {default or 'none shipped: predict uses the untrained default'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aullava", description="Facial Action Unit recognition with an LLM "
+                                     "(AU-LLaVA): binary occurrence, 0-5 intensity and 0-1 intensity.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="AU vectors for faces in images", description=(
+        "Detects every face in the given images (files or folders), and prints the AU vector of each face in each "
+        "format. Exit code 1 if any input failed (the others still get results)."))
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
+    predict.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"],
+                         help="answer formats (default: all three)")
+    predict.add_argument("--out", help="write the table as CSV (or JSON if the name ends in .json)")
+    predict.add_argument("--batch-size", type=int, default=8, help="faces×formats per LLM batch")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar; no table when --out is given")
+    predict.set_defaults(func=_predict)
+
+    train = commands.add_parser("train", help="train or fine-tune a model from a YAML recipe", description=(
+        "Trains with Hugging Face Trainer (works under `accelerate launch`). Resumes from the last checkpoint in "
+        "training.output_dir unless --no-resume."))
+    train.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set training.max_steps=100 (repeatable)")
+    train.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
+    train.set_defaults(func=_train)
+
+    info = commands.add_parser("info", help="versions, cache and assets found", description=(
+        "Prints package versions, $AULLAVA_HOME and where each pretrained asset was found."))
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

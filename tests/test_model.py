@@ -1,0 +1,145 @@
+"""The model contract: LoRA placement, the answer-only loss, save/load, constrained decoding on random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
+from aullava.datasets import FormatExpanded, PatternFaces
+from aullava.inference import generate_answers
+from aullava.modeling import AuLlavaModel
+from aullava.training import AuLlavaCollator
+from conftest import tiny_model_config
+
+VARIANTS = [("efficientnet", "gemma3_text"), ("clip", "llama")]
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: "+".join(v))
+def tiny_model(request, char_tokenizer_dir):
+    torch.manual_seed(0)
+    vision, llm = request.param
+    return AuLlavaModel(tiny_model_config(char_tokenizer_dir, vision=vision, llm=llm)).eval()
+
+
+def _batch(model, formats, masks=None, seed=0):
+    data = PatternFaces(len(model.au_set), num_samples=len(formats), image_size=model.vision_encoder.image_size,
+                        seed=seed)
+    features = []
+    for i, fmt in enumerate(formats):
+        sample = data[i]
+        features.append({"image": sample["image"], "format": fmt, "values": sample["targets"][fmt],
+                         "mask": None if masks is None else masks[i]})
+    return AuLlavaCollator(model)(features)
+
+
+def test_lora_in_vision_encoder_and_llm(tiny_model):
+    names = tiny_model.lora_module_names()
+    assert any(n.startswith("vision_encoder.") for n in names), names
+    assert any(n.startswith("language_model.") and n.endswith("q_proj") for n in names), names
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("projector.") for n in trainable)
+    assert any(n.startswith("projector.") for n in trainable)
+    counts = tiny_model.trainable_parameters()
+    assert counts["lora_vision"] > 0 and counts["lora_llm"] > 0 and counts["projector"] > 0
+
+
+def test_labels_cover_only_the_answer(tiny_model):
+    batch = _batch(tiny_model, ["binary", "continuous"])
+    tok = tiny_model.tokenizer
+    for row, fmt in enumerate(["binary", "continuous"]):
+        labels = batch["labels"][row]
+        answer_ids = labels[labels != -100].tolist()
+        assert answer_ids[-1] == tok.eos_token_id
+        text = tok.decode(answer_ids[:-1])
+        parse_answer(text, fmt, len(tiny_model.au_set))  # the supervised tokens are exactly one canonical answer
+        assert not torch.any((labels != -100) & (batch["image_mask"][row] == 1))
+    assert int(batch["image_mask"][0].sum()) == tiny_model.num_image_tokens
+
+
+def test_masked_aus_never_reach_the_loss(tiny_model):
+    n = len(tiny_model.au_set)
+    mask = np.ones(n, dtype=bool)
+    mask[[1, 4]] = False
+    full = _batch(tiny_model, ["continuous"])
+    masked = _batch(tiny_model, ["continuous"], masks=[mask])
+    dropped = int((full["labels"] != -100).sum() - (masked["labels"] != -100).sum())
+    assert dropped == 2 * 4  # two values of four characters each ("0.40")
+    # changing the target value of a masked AU does not change the loss
+    features = AuLlavaCollator(tiny_model)
+    sample = PatternFaces(n, 1, tiny_model.vision_encoder.image_size)[0]
+    values_a = sample["targets"]["continuous"].copy()
+    values_b = values_a.copy()
+    values_b[[1, 4]] = 1.0 - values_b[[1, 4]]
+    batches = [features([{"image": sample["image"], "format": "continuous", "values": v, "mask": mask}])
+               for v in (values_a, values_b)]
+    with torch.no_grad():
+        losses = [tiny_model(**b)["loss"].item() for b in batches]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_save_load_reproduces_logits_exactly(tiny_model, tmp_path):
+    with torch.no_grad():  # make LoRA non-trivial (B starts at zero) so the adapter really round-trips
+        for name, param in tiny_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    batch = _batch(tiny_model, ["binary", "discrete", "continuous"])
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    files = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"config.json", "projector.safetensors", "adapter_config.json", "adapter_model.safetensors"} <= files
+    reloaded = AuLlavaModel.from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        before = tiny_model(**batch)
+        after = reloaded(**batch)
+    assert torch.equal(before["logits"], after["logits"])
+    assert before["loss"].item() == after["loss"].item()
+
+
+def test_peft_adapter_config_is_standard(tiny_model, tmp_path):
+    from peft import LoraConfig
+
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    config = LoraConfig.from_pretrained(str(tmp_path / "ckpt"))
+    assert config.r == 4 and "vision_encoder" in config.target_modules and "language_model" in config.target_modules
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.value)
+def test_constrained_decoding_always_parses_on_random_weights(tiny_model, fmt):
+    n_images = 100
+    size = tiny_model.vision_encoder.image_size
+    crops = torch.randint(0, 256, (n_images, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    texts = []
+    for start in range(0, n_images, 25):
+        texts += generate_answers(tiny_model, crops[start:start + 25], [fmt] * len(crops[start:start + 25]))
+    values = [parse_answer(t, fmt, len(tiny_model.au_set)) for t in texts]  # raises on any unparsable answer
+    assert len(values) == n_images
+    assert all(v.min() >= 0 and v.max() <= fmt.max_value for v in values)
+
+
+def test_mixed_formats_in_one_batch(tiny_model):
+    size = tiny_model.vision_encoder.image_size
+    crops = torch.zeros((3, size, size, 3), dtype=torch.uint8)
+    texts = generate_answers(tiny_model, crops, list(ALL_FORMATS))
+    for text, fmt in zip(texts, ALL_FORMATS):
+        assert len(parse_answer(text, fmt, len(tiny_model.au_set))) == len(tiny_model.au_set)
+
+
+def test_invalid_tuning_mode_is_rejected(char_tokenizer_dir):
+    config = tiny_model_config(char_tokenizer_dir)
+    config.tuning = {"vision": "lora", "llm": "partial"}
+    with pytest.raises(ValueError, match="tuning.llm"):
+        AuLlavaModel(config)
+
+
+def test_full_tuning_saves_the_tuned_part(char_tokenizer_dir, tmp_path):
+    config = tiny_model_config(char_tokenizer_dir)
+    config.tuning = {"vision": "lora", "llm": "full"}
+    model = AuLlavaModel(config)
+    assert all(p.requires_grad for p in model.language_model.parameters())
+    with torch.no_grad():
+        model.language_model.get_input_embeddings().weight.add_(1.0)
+    model.save_pretrained(tmp_path / "full")
+    reloaded = AuLlavaModel.from_pretrained(tmp_path / "full")
+    assert torch.equal(reloaded.language_model.get_input_embeddings().weight,
+                       model.language_model.get_input_embeddings().weight)
