@@ -74,8 +74,8 @@ def _train(args: argparse.Namespace) -> int:
     from .training import load_recipe, train
 
     recipe = load_recipe(args.config, args.set or [])
-    out = train(recipe, resume=not args.no_resume)
-    print(f"model saved to {out}")
+    trainer = train(recipe, resume=not args.no_resume)
+    print(f"model saved to {trainer.args.output_dir}")
     return EXIT_OK
 
 

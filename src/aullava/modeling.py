@@ -127,6 +127,13 @@ class AuLlavaModel(nn.Module):
         )
         inject_adapter_in_model(self.lora_config, self)
 
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Called by Trainer for `gradient_checkpointing: true`; non-reentrant, so frozen inputs need no grads."""
+        kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
+        for part in (self.language_model, getattr(self.vision_encoder, "tower", None)):
+            if part is not None and getattr(part, "supports_gradient_checkpointing", False):
+                part.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     def lora_module_names(self) -> list[str]:
         return [name for name, module in self.named_modules() if hasattr(module, "lora_A")]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,22 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> dict[str,
         node[leaf] = yaml.safe_load(raw)
     for section in ("model", "data", "training"):
         recipe.setdefault(section, {})
-    return recipe
+    return _numbers(recipe)
 
 
-def build_training(recipe: dict[str, Any]) -> AuLlavaTrainer:
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+
+
+def _numbers(node: Any) -> Any:
+    """YAML 1.1 reads `2e-4` as a string; recipes mean the number."""
+    if isinstance(node, dict):
+        return {k: _numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbers(v) for v in node]
+    return float(node) if isinstance(node, str) and _FLOAT.fullmatch(node) else node
+
+
+def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuLlavaTrainer:
     seed = recipe["training"].get("seed", 42)
     torch.manual_seed(seed)
     model = AuLlavaModel(AuLlavaConfig.from_dict(recipe["model"]))
@@ -97,12 +110,13 @@ def build_training(recipe: dict[str, Any]) -> AuLlavaTrainer:
     counts = model.trainable_parameters()
     log.info("trainable parameters: %s", counts)
     return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
-                          data_collator=AuLlavaCollator(model))
+                          data_collator=AuLlavaCollator(model), callbacks=callbacks)
 
 
-def train(recipe: dict[str, Any], resume: bool | str = True) -> Path:
-    """Trains and writes the final model to `training.output_dir`; resumes from its last checkpoint if any."""
-    trainer = build_training(recipe)
+def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | None = None) -> AuLlavaTrainer:
+    """Trains and writes the final model to `training.output_dir`; resumes from its last checkpoint if any.
+    Returns the trainer (its `state.log_history` has the losses)."""
+    trainer = build_training(recipe, callbacks)
     output_dir = Path(trainer.args.output_dir)
     checkpoint = None
     if resume:
@@ -112,4 +126,4 @@ def train(recipe: dict[str, Any], resume: bool | str = True) -> Path:
         log.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
-    return output_dir
+    return trainer
