@@ -114,7 +114,7 @@ class AuLlavaModel(nn.Module):
         for part, module in (("vision", self.vision_encoder), ("llm", self.language_model)):
             if config.tuning.get(part) == "full":  # ... and so is any part tuned "full"
                 module.requires_grad_(True)
-        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
 
     # ----- LoRA -----------------------------------------------------------------------------------------------
     def _inject_lora(self) -> None:
@@ -142,23 +142,28 @@ class AuLlavaModel(nn.Module):
     def image_token_id(self) -> int:
         return self.tokenizer.pad_token_id  # placeholder value; those embeddings are overwritten
 
-    def prompt_ids(self, fmt: AnswerFormat | str) -> tuple[list[int], list[int]]:
-        """Token ids before and after the image for one format (identical for every image, hence cached)."""
+    def prompt_ids(self, fmt: AnswerFormat | str, au_set: AUSet | None = None) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image for one (AU set, format): identical for every image, hence cached.
+        `au_set` defaults to the model's; a dataset labelling other AUs asks its own set (the paper's per-dataset
+        descriptions)."""
         fmt = AnswerFormat.parse(fmt)
-        if fmt.value not in self._prompt_cache:
-            prompt = build_prompt(self.au_set, fmt, self.config.prompt_style)
+        au_set = au_set or self.au_set
+        key = (au_set.name, au_set.ids, fmt.value)
+        if key not in self._prompt_cache:
+            prompt = build_prompt(au_set, fmt, self.config.prompt_style)
             bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
             prefix = bos + self.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]
             question = self.tokenizer(prompt.question, add_special_tokens=False)["input_ids"]
-            self._prompt_cache[fmt.value] = (prefix, question)
-        return self._prompt_cache[fmt.value]
+            self._prompt_cache[key] = (prefix, question)
+        return self._prompt_cache[key]
 
-    def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None) -> dict[str, list[int]]:
+    def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None,
+                       au_set: AUSet | None = None) -> dict[str, list[int]]:
         """One sequence: prefix, image placeholders, question and, for training, the answer + EOS as labels.
 
         Answer tokens of AUs whose `mask` is False keep label -100 and their value is replaced by 0 in the input,
         so nothing about an unlabelled AU reaches the loss."""
-        prefix, question = self.prompt_ids(fmt)
+        prefix, question = self.prompt_ids(fmt, au_set)
         ids = prefix + [self.image_token_id] * self.num_image_tokens + question
         image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
         labels = [-100] * len(ids)

@@ -32,7 +32,8 @@ class AuLlavaCollator:
         self.model = model
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = [self.model.encode_example(f["format"], f["values"], f.get("mask")) for f in features]
+        encoded = [self.model.encode_example(f["format"], f["values"], f.get("mask"), f.get("au_set"))
+                   for f in features]
         length = max(len(e["input_ids"]) for e in encoded)
         pad = self.model.tokenizer.pad_token_id
         batch = {
@@ -59,7 +60,7 @@ class AuLlavaTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         model.config.trained = True
         model.save_pretrained(output_dir, state_dict=state_dict)
-        torch.save(self.args, Path(output_dir) / "training_args.bin")
+        (Path(output_dir) / "training_args.json").write_text(self.args.to_json_string())  # readable, not a pickle
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         (model or self.accelerator.unwrap_model(self.model)).load_trainable(resume_from_checkpoint)
