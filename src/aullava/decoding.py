@@ -38,11 +38,11 @@ def answer_vocabulary(tokenizer) -> tuple[tuple[int, str], ...]:
 class AnswerConstraint(LogitsProcessor):
     """A `transformers` logits processor; one per batch, rows may have different formats and lengths."""
 
-    def __init__(self, tokenizer, formats: list[AnswerFormat], num_aus: int, eos_token_id: int):
+    def __init__(self, tokenizer, formats: list[AnswerFormat], num_aus: int | list[int], eos_token_id: int):
         self.vocab = answer_vocabulary(tokenizer)
         self.text_of = dict(self.vocab)
         self.formats = formats
-        self.num_aus = num_aus
+        self.num_aus = [num_aus] * len(formats) if isinstance(num_aus, int) else list(num_aus)
         self.eos = eos_token_id
         self.prompt_len: int | None = None
 
@@ -53,16 +53,16 @@ class AnswerConstraint(LogitsProcessor):
         if self.prompt_len is None:
             self.prompt_len = input_ids.shape[1]  # 0 when generation starts from inputs_embeds
         mask = torch.full_like(scores, float("-inf"))
-        for row, fmt in enumerate(self.formats):
+        for row, (fmt, num_aus) in enumerate(zip(self.formats, self.num_aus)):
             generated = input_ids[row, self.prompt_len:].tolist()
             if self.eos in generated:
                 mask[row, self.eos] = 0.0  # finished: keep padding with EOS
                 continue
             text = self.answer_text(generated)
-            if is_complete(text, fmt, self.num_aus):
+            if is_complete(text, fmt, num_aus):
                 mask[row, self.eos] = 0.0
                 continue
-            allowed = [i for i, t in self.vocab if is_valid_prefix(text + t, fmt, self.num_aus)]
+            allowed = [i for i, t in self.vocab if is_valid_prefix(text + t, fmt, num_aus)]
             mask[row, allowed] = 0.0
         return scores + mask
 

@@ -67,10 +67,13 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
 
 
 @torch.no_grad()
-def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat]) -> list[str]:
-    """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format per row."""
+def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat],
+                     au_sets: Sequence[AUSet] | None = None) -> list[str]:
+    """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format (and
+    optionally one AU set to ask; default the model's) per row."""
     formats = [AnswerFormat.parse(f) for f in formats]
-    examples = [model.encode_example(fmt) for fmt in formats]
+    au_sets = list(au_sets) if au_sets is not None else [model.au_set] * len(formats)
+    examples = [model.encode_example(fmt, au_set=au_set) for fmt, au_set in zip(formats, au_sets)]
     length = max(len(e["input_ids"]) for e in examples)
     pad = model.tokenizer.pad_token_id
     input_ids = torch.full((len(examples), length), pad, dtype=torch.long)
@@ -84,9 +87,10 @@ def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence
     device = next(model.parameters()).device
     embeds = model.embed(crops.to(device), input_ids.to(device), image_mask.to(device))
     eos = model.tokenizer.eos_token_id
-    constraint = AnswerConstraint(model.tokenizer, list(formats), len(model.au_set), eos)
+    constraint = AnswerConstraint(model.tokenizer, formats, [len(a) for a in au_sets], eos)
     out = model.language_model.generate(
-        inputs_embeds=embeds, attention_mask=attention.to(device), max_new_tokens=max_answer_tokens(len(model.au_set)),
+        inputs_embeds=embeds, attention_mask=attention.to(device),
+        max_new_tokens=max_answer_tokens(max(len(a) for a in au_sets)),
         do_sample=False, logits_processor=[constraint], eos_token_id=eos, pad_token_id=pad,
     )
     return [constraint.answer_text(row.tolist()) for row in out.cpu()]
