@@ -79,6 +79,57 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .datasets import read_frames
+    from .evaluation import predict_dataset, read_predictions, truth_keys, write_report
+    from .metrics import evaluate_tables
+
+    spec = yaml.safe_load(Path(args.data).read_text())
+    if isinstance(spec, dict) and "data" in spec:  # a training recipe: evaluate its eval (or train) data
+        spec = spec["data"].get("eval") or spec["data"]["train"]
+    if isinstance(spec, list):
+        if len(spec) != 1:
+            raise ValueError(f"{args.data}: evaluate one dataset at a time (found {len(spec)})")
+        spec = spec[0]
+    spec = {**spec, **({"fold": args.fold} if args.fold else {}), "split": args.split}
+    if spec.get("fold") is None:
+        spec.pop("split")
+    frames = read_frames(spec)
+    for problem in frames.problems:
+        print(f"note: {problem}", file=sys.stderr)
+    formats = args.formats or ["binary", "discrete", "continuous"]
+    if args.predictions:
+        predictions = read_predictions(args.predictions, args.tool)
+        formats = [f for f in formats if f in predictions.formats]
+        table, keys, source = predictions.table, list(predictions.keys), f"{predictions.tool}: {args.predictions}"
+        truth = frames.table
+    else:
+        from .datasets import LabelledFaces, frame_source
+        from .inference import load_model
+        from .preprocess import FaceCropCache
+
+        model = load_model(args.model)
+        cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
+        report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers)
+        if report.failures:
+            print(f"note: {len(report.failures)} frames have no face crop and are not evaluated "
+                  f"(e.g. {report.failures[0]})", file=sys.stderr)
+        faces = LabelledFaces(frames, cache, formats)
+        formats = [f for f in formats if f in faces.au_sets]
+        table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
+        truth, keys, source = faces.table, truth_keys(faces.table), f"aullava: {args.model or 'default model'}"
+    if not formats:
+        raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
+    results = evaluate_tables(truth, table, frames.au_set, formats, keys=keys)
+    title = f"{frames.name}" + (f" fold {spec['fold']} ({spec['split']})" if spec.get("fold") else "") + f" — {source}"
+    markdown = write_report(results, args.out, title, frames.au_set)
+    print(markdown)
+    print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _info(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
@@ -124,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. --set training.max_steps=100 (repeatable)")
     train.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
     train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="per-AU F1/MAE/ICC/PCC of a model or a predictions CSV on a dataset",
+                                   description=(
+        "Evaluates a model (or another tool's predictions: OpenFace AU01_c/AU01_r, py-feat AU01) on one dataset "
+        "spec (YAML: {type: bp4d|disfa|feafa|manifest, ...reader options, fold: N}) and writes metrics.json, "
+        "report.md (the paper's layout: AUs as columns, average last) and a bar chart per format."))
+    evaluate.add_argument("--data", required=True, help="YAML dataset spec, or a training recipe (its data.eval)")
+    evaluate.add_argument("--fold", type=int, help="subject-exclusive fold (1-3); overrides the spec")
+    evaluate.add_argument("--split", default="test", choices=["train", "test"], help="side of the fold (test)")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
+    source.add_argument("--predictions", help="a predictions CSV from aullava, OpenFace or py-feat")
+    evaluate.add_argument("--tool", default="auto", choices=["auto", "aullava", "openface", "pyfeat"],
+                          help="who wrote --predictions (auto-detected from its columns)")
+    evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
+    evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
+    evaluate.add_argument("--workers", type=int, default=1, help="processes for face cropping")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_eval)
 
     info = commands.add_parser("info", help="versions, cache and assets found", description=(
         "Prints package versions, $AULLAVA_HOME and where each pretrained asset was found."))

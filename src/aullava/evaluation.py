@@ -256,3 +256,43 @@ def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path, title:
     for fmt, res in results.items():
         _bar_chart(res, fmt, ids, title, out / f"per_au_{fmt}.png")
     return text
+
+
+def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
+                    batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
+    """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
+
+    Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from .answer_format import AnswerFormat, parse_answer
+    from .datasets.labelled import SUFFIX
+    from .inference import generate_answers
+
+    keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
+    out = faces.table[keys].copy()
+    jobs = [(i, fmt) for i in range(len(faces)) for fmt in formats if fmt in faces.au_sets]
+    answers: dict[tuple[int, str], np.ndarray] = {}
+    for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="evaluating"):
+        batch = jobs[start:start + batch_size]
+        crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i, _ in batch]))
+        sets = [faces.au_sets[fmt] for _, fmt in batch]
+        for (i, fmt), text, au_set in zip(batch, generate_answers(model, crops, [f for _, f in batch], sets), sets):
+            answers[(i, fmt)] = parse_answer(text, fmt, len(au_set))
+    for fmt in formats:
+        if fmt not in faces.au_sets:
+            continue
+        columns = faces.au_sets[fmt].openface_columns(SUFFIX[AnswerFormat.parse(fmt)])
+        values = np.stack([answers[(i, fmt)] for i in range(len(faces))]) if len(faces) else np.zeros((0, len(columns)))
+        out[columns] = values
+    return out
+
+
+def _has_video(table: pd.DataFrame) -> bool:
+    return "video" in table.columns and table["video"].notna().any()
+
+
+def truth_keys(table: pd.DataFrame) -> list[str]:
+    return ["video", "frame"] if _has_video(table) else ["image"]

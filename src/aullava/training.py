@@ -106,7 +106,8 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     data = recipe["data"]
     formats = data.get("formats", model.config.formats)
     model.config.formats = list(formats)
-    base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size)
+    base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
+                         cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1))
     args = TrainingArguments(**{"remove_unused_columns": False, "report_to": [], **recipe["training"]})
     counts = model.trainable_parameters()
     log.info("trainable parameters: %s", counts)

@@ -1,4 +1,16 @@
-"""Training and evaluation data: the sample protocol (`base`), dataset readers, and `build_dataset` for recipes."""
+"""Training and evaluation data: dataset readers → one label table → face crops → samples.
+
+A recipe's `data.train` (or `aullava eval --data`) is one dataset spec or a list of them (mixed training):
+
+    {type: bp4d, root: /data/BP4D, frames_root: /data/BP4D/frames, fold: 1, split: train}
+    {type: disfa, root: /data/DISFA, camera: left, fold: 1, split: test}
+    {type: feafa, path: /data/FEAFA/labels.csv, images_root: /data/FEAFA/images}
+    {type: manifest, path: my_lab.csv, fold: 1, split: train}
+    {type: patterns, num_samples: 256}             # synthetic smoke-test images
+
+`fold` + `split` pick the subject-exclusive partition (the standard 3 folds for BP4D/DISFA, seeded folds for the
+rest); other keys go to the reader.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +19,49 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from .base import FormatExpanded, targets_from_continuous
+from .bp4d import read_bp4d
+from .disfa import read_disfa
+from .feafa import read_feafa
+from .labelled import LabelledFaces, MixedDataset, frame_source, labelled_subsets
+from .labels import LabelledFrames, derive_formats, merge
+from .manifest import read_manifest
 from .patterns import PatternFaces
+from .splits import split_frames
 
-__all__ = ["FormatExpanded", "PatternFaces", "build_dataset", "targets_from_continuous"]
+__all__ = ["FormatExpanded", "LabelledFaces", "LabelledFrames", "MixedDataset", "PatternFaces", "build_dataset",
+           "derive_formats", "frame_source", "labelled_subsets", "merge", "read_frames", "targets_from_continuous"]
+
+READERS = {"bp4d": read_bp4d, "disfa": read_disfa, "feafa": read_feafa, "manifest": read_manifest}
 
 
-def build_dataset(spec: dict[str, Any], num_aus: int, image_size: int) -> Dataset:
-    """A recipe's `data.train` block → a dataset of samples. `type` picks the reader."""
+def read_frames(spec: dict[str, Any]) -> LabelledFrames:
+    """One dataset spec → its label table, restricted to the requested fold's split."""
     spec = dict(spec)
     kind = spec.pop("type", None)
-    if kind == "patterns":
+    if kind not in READERS:
+        raise ValueError(f"unknown dataset type {kind!r}; expected one of: {', '.join(sorted(READERS))}, patterns")
+    fold, split, seed = spec.pop("fold", None), spec.pop("split", "train"), spec.pop("fold_seed", 0)
+    frames = READERS[kind](**spec)
+    if fold is None:
+        return frames
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    train, test = split_frames(frames, int(fold), dataset=kind if kind in ("bp4d", "disfa") else None, seed=seed)
+    return train if split == "train" else test
+
+
+def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, image_size: int,
+                  cache_root: str | None = None, workers: int = 1) -> Dataset:
+    """A recipe's `data.train` → samples. Real datasets get their face crops built (or found) in the cache."""
+    if isinstance(spec, list):
+        return MixedDataset([build_dataset(s, num_aus, image_size, cache_root, workers) for s in spec])
+    spec = dict(spec)
+    if spec.get("type") == "patterns":
+        spec.pop("type")
         return PatternFaces(num_aus=num_aus, image_size=image_size, **spec)
-    raise ValueError(f"unknown dataset type {kind!r}; expected one of: patterns")
+    from ..preprocess import FaceCropCache
+
+    frames = read_frames(spec)
+    cache = FaceCropCache(cache_root, crop_size=image_size)
+    cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers)
+    return LabelledFaces(frames, cache)

@@ -1,0 +1,91 @@
+"""Labelled frames of a dataset (a reader's table) + the face-crop cache → training/evaluation samples.
+
+The unified AU space: every dataset keeps its own AU set, and per format only the AUs it labels in that format
+(BP4D: occurrence of 12 AUs but intensity of 5). A sample is asked exactly those AUs; a value that is still
+unlabelled for a frame (BP4D's 9-code, say) is masked out of the loss. Datasets mix by concatenation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import numpy as np
+from torch.utils.data import ConcatDataset, Dataset
+
+from ..answer_format import ALL_FORMATS, AnswerFormat
+from ..au_catalogue import AUSet
+from .labels import LabelledFrames
+
+SUFFIX = {AnswerFormat.BINARY: "c", AnswerFormat.DISCRETE: "r", AnswerFormat.CONTINUOUS: ""}
+
+
+def frame_source(row) -> Any:
+    """The cache's key for a table row: an image path, or (video path, frame index)."""
+    video = row.get("video") if hasattr(row, "get") else None
+    if isinstance(video, str) and video:
+        return (video, int(row["frame"]))
+    return row["image"]
+
+
+def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS) -> dict[str, AUSet]:
+    """Per format, the AUs (in the dataset's order) that have at least one label in that format."""
+    subsets = {}
+    for fmt in map(AnswerFormat.parse, formats):
+        columns = frames.au_set.openface_columns(SUFFIX[fmt])
+        keep = [au for au, col in zip(frames.au_set.aus, columns)
+                if col in frames.table.columns and frames.table[col].notna().any()]
+        if keep:
+            subsets[fmt.value] = AUSet(name=f"{frames.au_set.name}-{fmt.value}" if len(keep) < len(frames.au_set)
+                                       else frames.au_set.name, aus=tuple(keep), description=frames.au_set.description)
+    return subsets
+
+
+class LabelledFaces(Dataset):
+    """One sample per table row whose face crop is in the cache (build the cache first; rows whose crop failed
+    are dropped and counted in `dropped`)."""
+
+    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS):
+        self.frames = frames
+        self.cache = cache
+        self.au_sets = labelled_subsets(frames, formats)
+        table = frames.table.reset_index(drop=True)
+        sources = [frame_source(row) for _, row in table.iterrows()]
+        present = [cache.get(source) is not None for source in sources] if cache is not None else [True] * len(sources)
+        self.table = table[present].reset_index(drop=True)
+        self.sources = [s for s, ok in zip(sources, present) if ok]
+        self.dropped = len(table) - len(self.table)
+        self.values: dict[str, np.ndarray] = {}
+        for fmt_name, subset in self.au_sets.items():
+            columns = subset.openface_columns(SUFFIX[AnswerFormat.parse(fmt_name)])
+            self.values[fmt_name] = self.table[columns].to_numpy(dtype=np.float64)  # NaN = not labelled
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def formats_of(self, index: int) -> list[str]:
+        return [fmt for fmt, values in self.values.items() if not np.all(np.isnan(values[index]))]
+
+    def labels(self, index: int) -> dict[str, Any]:
+        targets, masks = {}, {}
+        for fmt, values in self.values.items():
+            row = values[index]
+            masks[fmt] = ~np.isnan(row)
+            targets[fmt] = np.where(masks[fmt], row, 0.0)
+        return {"targets": targets, "masks": masks, "au_sets": self.au_sets}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self.cache.get(self.sources[index])
+        if image is None:
+            raise FileNotFoundError(f"face crop of {self.sources[index]} is no longer in the cache {self.cache}")
+        return {"image": image, **self.labels(index)}
+
+
+class MixedDataset(ConcatDataset):
+    """One training set over several datasets; each keeps its own AU sets and masks."""
+
+    def formats_of(self, index: int) -> list[str]:
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = index - (self.cumulative_sizes[which - 1] if which else 0)
+        inner = getattr(self.datasets[which], "formats_of", None)
+        return inner(offset) if inner else [f.value for f in ALL_FORMATS]
