@@ -101,10 +101,12 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"note: {problem}", file=sys.stderr)
     formats = args.formats or ["binary", "discrete", "continuous"]
     if args.predictions:
-        predictions = read_predictions(args.predictions, args.tool)
+        predictions = read_predictions(args.predictions, args.tool, video=args.video)
         formats = [f for f in formats if f in predictions.formats]
         table, keys, source = predictions.table, list(predictions.keys), f"{predictions.tool}: {args.predictions}"
         truth = frames.table
+        if args.video:  # a per-video CSV (OpenFace) is compared with that video's frames only
+            truth = truth[truth["video"].map(lambda v: isinstance(v, str) and Path(v).name == Path(args.video).name)]
     else:
         from .datasets import LabelledFaces, frame_source
         from .inference import load_model
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--predictions", help="a predictions CSV from aullava, OpenFace or py-feat")
     evaluate.add_argument("--tool", default="auto", choices=["auto", "aullava", "openface", "pyfeat"],
                           help="who wrote --predictions (auto-detected from its columns)")
+    evaluate.add_argument("--video", help="the video a per-video predictions CSV (OpenFace) belongs to")
     evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
     evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
     evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
