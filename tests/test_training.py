@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from aullava.answer_format import parse_answer
 from aullava.datasets import PatternFaces
 from aullava.inference import generate_answers
-from aullava.modeling import AuLlavaModel
+from aullava.modeling import AuLlavaConfig, AuLlavaModel
 from aullava.training import load_recipe, train
 from conftest import tiny_model_config
 
@@ -73,3 +75,16 @@ def test_recipe_overrides(tmp_path):
     assert recipe["training"]["learning_rate"] == 2e-4
     assert recipe["model"] == {"projector": "linear", "lora": {"r": 8}}
     assert recipe["data"]["formats"] == ["binary"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    """Every recipe in configs/ builds its TrainingArguments and model config (without loading any weights)."""
+    recipe = load_recipe(path)
+    on_this_machine = {} if torch.cuda.is_available() else {"use_cpu": True}  # GPU recipes, checked on a CPU
+    args = TrainingArguments(**{"remove_unused_columns": False, "report_to": [], **recipe["training"],
+                                **on_this_machine})
+    assert args.output_dir
+    config = AuLlavaConfig.from_dict(recipe["model"])
+    assert len(config.resolved_au_set()) > 0 and config.projector in ("linear", "mlp2x_gelu")
+    assert recipe["data"]["train"]
