@@ -74,6 +74,10 @@ class AuLlavaConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AuLlavaConfig":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        defaults = cls()
+        for key in ("lora", "tuning"):  # a recipe may set only some keys, e.g. `lora: {r: 8}`
+            if key in known:
+                known[key] = {**getattr(defaults, key), **known[key]}
         return cls(**known)
 
 
@@ -89,6 +93,7 @@ def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
 
 class AuLlavaModel(nn.Module):
     base_model_prefix = ""  # peft/transformers weight-conversion helpers read this attribute of the root module
+
     def __init__(self, config: AuLlavaConfig, checkpoint_dir: Path | None = None):
         super().__init__()
         self.config = config

@@ -1,0 +1,263 @@
+"""AU-controlled face synthesis: the AU→mesh model, the model→photo mapping, the warp (checked by MediaPipe itself),
+AU sampling, and the resumable dataset builder."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from aullava import synth
+from aullava.au_catalogue import au_set
+from aullava.synth import (AUMeshModel, map_displacement, neutral_check, remove_folds, run_synth, sample_aus,
+                           split_identities, warp_face, warp_image)
+
+MOUTH_CORNERS = (61, 291)  # subject's right (image left), subject's left (image right)
+CHIN, UPPER_LIP, LOWER_LIP = 152, 13, 14
+BROWS = (105, 334)
+
+
+@pytest.fixture(scope="module")
+def model() -> AUMeshModel:
+    return AUMeshModel()
+
+
+@pytest.fixture(scope="module")
+def astronaut_path():
+    with resources.as_file(resources.files("aullava").joinpath("resources", "examples", "astronaut.png")) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from aullava.faces import FaceDetector
+
+    with FaceDetector() as det:
+        yield det
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(astronaut_path, detector):
+    from aullava.imaging import load_image
+
+    image = load_image(astronaut_path)
+    faces = detector.detect(image)
+    assert len(faces) == 1
+    return image, faces[0]
+
+
+# ----------------------------------------------------------------------------------------------------- the model
+
+
+def test_mesh_layout_is_axis_major_and_neutral_is_zero_input(model):
+    raw = np.load(resources.files("aullava").joinpath("resources", synth.MODEL_FILE), allow_pickle=False)
+    intercept, mean_mesh, coef = raw["intercept"], raw["mean_aligned_mesh"], raw["coef"].astype(np.float64)
+    # axis-major [x | y | z] is the layout that matches the stored mean mesh; interleaved would be far off
+    assert np.abs(intercept.reshape(3, 478).T - mean_mesh).max() < 10
+    assert np.abs(intercept.reshape(478, 3) - mean_mesh).max() > 100
+    # "neutral" = all AUs 0, pose 0 = the intercept
+    np.testing.assert_allclose(model.mesh({}), intercept.reshape(3, 478).T, atol=1e-4)
+    np.testing.assert_allclose(model.neutral, model.mesh(np.zeros(20)), atol=1e-9)
+    # mean_aligned_mesh is the prediction at the mean training input (AUs in 0..1, pose ~0), not at zero
+    x, *_ = np.linalg.lstsq(coef.T, mean_mesh.T.reshape(-1) - intercept, rcond=None)
+    np.testing.assert_allclose(model.mesh(x[:20], pose=x[20:]), mean_mesh, atol=0.2)
+    assert np.all((x[:20] > 0) & (x[:20] < 0.5)) and np.all(np.abs(x[20:]) < 0.05)
+    # displacement = mesh(aus) - mesh(neutral), linear in the AU values
+    aus = {"AU12": 0.7, "au26": 0.3}
+    np.testing.assert_allclose(model.displacement(aus, regional=False), model.mesh(aus) - model.neutral, atol=1e-9)
+    np.testing.assert_allclose(model.displacement(aus, regional=True),
+                               model.mesh(aus, regional=True) - model.neutral, atol=1e-9)
+    np.testing.assert_allclose(model.displacement({"AU12": 1.0}) * 0.5, model.displacement({"AU12": 0.5}))
+    assert set(au_set("default").ids) <= set(model.au_ids)
+    with pytest.raises(KeyError):
+        model.vector({"AU45": 1.0})  # not an input of the model: never silently 0
+
+
+def test_au_displacements_move_the_right_landmarks(model):
+    # model frame: +x towards the image right, +y up
+    smile = model.displacement({"AU12": 1.0})
+    right, left = smile[MOUTH_CORNERS[0]], smile[MOUTH_CORNERS[1]]
+    assert right[0] < -1 and left[0] > 1  # corners pulled outwards
+    assert right[1] > 1 and left[1] > 1  # ... and up
+    jaw = model.displacement({"AU26": 1.0})
+    assert jaw[CHIN, 1] < -5  # chin down
+    assert jaw[LOWER_LIP, 1] < jaw[UPPER_LIP, 1] - 5  # lips part
+    brows_up = model.displacement({"AU1": 1.0, "AU2": 1.0})
+    brows_down = model.displacement({"AU4": 1.0})
+    for b in BROWS:
+        assert brows_up[b, 1] > 2 and brows_down[b, 1] < -2
+    # regional masks: AU6 keeps its cheek movement but no longer moves the mouth corners (co-occurring AU12)
+    raw6, masked6 = model.displacement({"AU6": 1.0}, regional=False), model.displacement({"AU6": 1.0})
+    assert np.linalg.norm(raw6[list(MOUTH_CORNERS), :2], axis=1).min() > 3
+    assert np.linalg.norm(masked6[list(MOUTH_CORNERS), :2], axis=1).max() < 0.1
+    assert np.abs(smile[BROWS[0]]).max() < 0.1  # ... and AU12 does not move the brows
+
+
+def test_map_displacement_follows_rotation_and_scale(model):
+    disp = model.displacement({"AU12": 1.0, "AU26": 0.5})
+    flip = np.array([1.0, -1.0, -1.0])  # model (y up, z to viewer) -> image (y down, z away)
+    angle = np.radians(30)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    landmarks = 2.5 * (model.neutral * flip) @ rot.T + [300, 200, 0]
+    expected = (2.5 * (disp * flip) @ rot.T)[:, :2]
+    np.testing.assert_allclose(map_displacement(model.neutral, disp, landmarks), expected, atol=1e-6)
+    np.testing.assert_allclose(map_displacement(model.neutral, disp, landmarks[:, :2]), expected, atol=1e-6)
+
+
+def test_remove_folds_keeps_points_from_crossing():
+    source = np.array([[0, 0], [10, 0], [5, 1.0], [5, -1.0], [0, 5], [10, 5], [0, -5], [10, -5]])
+    target = source.copy()
+    target[2, 1] -= 3  # the upper point pushed below the lower one
+    fixed, count = remove_folds(source, target)
+    assert count > 0
+    assert fixed[2, 1] > fixed[3, 1]  # still above
+    untouched, n = remove_folds(source, source + [0.5, 0.2])
+    assert n == 0 and np.allclose(untouched, source + [0.5, 0.2])
+
+
+def test_warp_image_is_local_and_identity_when_nothing_moves():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (200, 240, 3), dtype=np.uint8)
+    pts = np.array([[100, 80], [140, 80], [120, 110], [105, 130], [135, 130]], dtype=float)
+    same = warp_image(image, pts, pts, margin=0.3, smooth=0.0)
+    assert np.abs(same.astype(int) - image).max() <= 1
+    moved = warp_image(image, pts, pts + [0, 5], margin=0.3)
+    assert not np.array_equal(moved, image)
+    np.testing.assert_array_equal(moved[:60], image[:60])  # far above the region: untouched
+    np.testing.assert_array_equal(moved[:, :80], image[:, :80])
+
+
+# -------------------------------------------------------------------------------- the warp, seen by MediaPipe
+
+
+def _mean(shapes, *names):
+    return float(np.mean([shapes[n] for n in names]))
+
+
+def test_warp_is_visible_to_an_independent_detector(astronaut_face, detector, model):
+    image, face = astronaut_face
+    smile = warp_face(image, face.landmarks, {"AU12": 1.0}, model)
+    jaw = warp_face(image, face.landmarks, {"AU26": 1.0}, model)
+    assert smile.image.shape == image.shape and smile.image.dtype == np.uint8
+    before = face.blendshapes
+    smiled = detector.detect(smile.image)[0]
+    opened = detector.detect(jaw.image)[0]
+    assert (_mean(smiled.blendshapes, "mouthSmileLeft", "mouthSmileRight")
+            > _mean(before, "mouthSmileLeft", "mouthSmileRight") + 0.01)
+    assert opened.blendshapes["jawOpen"] > before["jawOpen"] + 0.05
+    # the re-detected landmarks moved the way the warp intended (most of the way)
+    for result, found in ((smile, smiled), (jaw, opened)):
+        want = result.target - face.landmarks[:, :2]
+        got = found.landmarks[:, :2] - face.landmarks[:, :2]
+        top = np.argsort(-np.linalg.norm(want, axis=1))[:40]
+        assert (got[top] * want[top]).sum() / (want[top] ** 2).sum() > 0.4
+
+
+# ------------------------------------------------------------------------------------------------------ sampling
+
+
+def test_sample_aus_ranges_and_co_occurrence():
+    ids = au_set("default").ids
+    rng = np.random.default_rng(123)
+    samples = [sample_aus(rng, ids) for _ in range(3000)]
+    table = np.array([[s[a] for a in ids] for s in samples])
+    assert all(list(s) == list(ids) for s in samples[:5])
+    assert table.min() >= 0.0 and table.max() <= 1.0
+    present = table > 0
+    assert np.all(table[present] >= 0.10)  # a drawn AU is always 'present' by the project's rule
+    col = {a: i for i, a in enumerate(ids)}
+    assert 0.11 < (~present.any(axis=1)).mean() < 0.19  # neutral share
+    assert present.mean(axis=0).min() > 0.04  # every AU is drawn
+    levels = np.clip(np.floor(table[present] * 5 + 0.5), 1, 5)
+    counts = np.bincount(levels.astype(int), minlength=6)[1:]
+    assert counts.min() > 0.12 * counts.sum()  # all five intensity levels common
+    p = lambda a: present[:, col[a]]  # noqa: E731
+    assert not np.any(p("AU26") & ~p("AU25"))  # AU26 implies AU25
+    assert not np.any(p("AU24") & (p("AU25") | p("AU26")))
+    assert not np.any(p("AU12") & p("AU15"))
+    assert not np.any(p("AU17") & p("AU26"))
+    assert (p("AU6") & p("AU12")).sum() > 0.6 * p("AU6").sum()  # smiles
+    assert (p("AU1") & p("AU2")).sum() > 0.6 * p("AU2").sum()  # brow raise
+    assert (p("AU9") & p("AU10")).sum() > 0.5 * p("AU9").sum()  # disgust
+    again = [sample_aus(np.random.default_rng(123), ids) for _ in range(2)]
+    assert again[0] == samples[0] and again[1] == samples[0]  # deterministic given the generator
+    with pytest.raises(ValueError):
+        sample_aus(rng, ["AU45"])
+
+
+def test_neutral_check_and_identity_split():
+    assert neutral_check({"mouthSmileLeft": 0.1, "jawOpen": 0.05}) == (True, "")
+    ok, why = neutral_check({"mouthSmileLeft": 0.1, "mouthSmileRight": 0.8})
+    assert not ok and why.startswith("mouthSmile 0.80")
+    ids = [f"person{i}" for i in range(50)]
+    held = split_identities(ids, 0.2, seed=3)
+    assert len(held) == 10 and held == split_identities(list(reversed(ids)), 0.2, seed=3)
+    assert held != split_identities(ids, 0.2, seed=4)
+    assert len(split_identities(["A", "B", "C"], 0.2)) == 1  # both sides non-empty
+
+
+# ------------------------------------------------------------------------------------------------------ run_synth
+
+
+def _read(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_synth_split_resume_and_skips(tmp_path, astronaut_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(astronaut_path, photos / f"{name}.png")
+    (photos / "broken.jpg").write_text("not an image")
+    (photos / "index.csv").write_text("image,identity\na.png,A\nb.png,B\nc.png,C\n")
+    out = tmp_path / "synth"
+    # the astronaut smiles, so the neutral filter is switched off for this run
+    summary = run_synth(photos / "index.csv", out, per_image=2, held_out=0.2, seed=1, neutral_thresholds=None,
+                        progress=False)
+    assert summary["images_written"] == 6 and summary["photos_skipped"] == 0
+    train, held = _read(out / "train.csv"), _read(out / "held_out.csv")
+    assert len(train) + len(held) == 6 and train and held
+    train_ids, held_ids = {r["subject"] for r in train}, {r["subject"] for r in held}
+    assert not train_ids & held_ids and train_ids | held_ids == {"A", "B", "C"}
+    columns = au_set("default").openface_columns("")
+    assert list(train[0]) == ["image", "subject", *columns, "source"]
+    for row in train + held:
+        assert (out / row["image"]).is_file() and row["source"] in {"a.png", "b.png", "c.png"}
+        assert all(0.0 <= float(row[c]) <= 1.0 for c in columns)
+    from PIL import Image
+
+    assert Image.open(out / train[0]["image"]).size == (224, 224)
+    from aullava.datasets import read_manifest
+
+    frames = read_manifest(out / "train.csv", check_files=True)
+    assert len(frames.table) == len(train) and "AU12_r" in frames.table.columns
+
+    # a second run does no work (no detection at all) and writes the same manifests
+    first = (out / "train.csv").read_bytes(), (out / "held_out.csv").read_bytes()
+    from aullava.faces import FaceDetector
+
+    def fail(*_args, **_kw):
+        raise AssertionError("resumed run must not detect faces")
+
+    monkeypatch.setattr(FaceDetector, "detect", fail)
+    again = run_synth(photos / "index.csv", out, per_image=2, held_out=0.2, seed=1, neutral_thresholds=None,
+                      progress=False)
+    assert again["images_written"] == 0 and again["images_reused"] == 6
+    assert ((out / "train.csv").read_bytes(), (out / "held_out.csv").read_bytes()) == first
+    with pytest.raises(ValueError, match="other settings"):
+        run_synth(photos / "index.csv", out, per_image=2, seed=2, neutral_thresholds=None, progress=False)
+    monkeypatch.undo()
+
+    # with the neutral filter on, the smiling astronaut is skipped with its reason, the broken file too
+    (photos / "index2.csv").write_text("image,identity\na.png,A\nbroken.jpg,D\n")
+    out2 = tmp_path / "synth2"
+    summary2 = run_synth(photos / "index2.csv", out2, per_image=1, progress=False)
+    assert summary2["images_written"] == 0 and summary2["photos_skipped"] == 2
+    reasons = {r["source"]: r["reason"] for r in _read(out2 / "skipped.csv")}
+    assert reasons["a.png"].startswith("not neutral: mouthSmile")
+    assert reasons["broken.jpg"].startswith("unreadable")
+    assert _read(out2 / "train.csv") == [] and _read(out2 / "held_out.csv") == []
