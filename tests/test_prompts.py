@@ -82,16 +82,13 @@ def test_prefix_is_shared_by_the_three_formats_and_question_differs(name, style)
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
 @pytest.mark.parametrize("name", SET_NAMES + ["custom"])
-def test_question_example_is_a_valid_answer_of_the_right_length(name, fmt):
+def test_question_states_the_length_and_shows_the_syntax(name, fmt):
+    """The example is a short canonical answer (two AUs, to keep the prompt small); the length is stated."""
     s = au_set(CUSTOM) if name == "custom" else au_set(name)
     question = format_question(s, fmt)
     example = example_of(question)
-    values = parse_answer(example, fmt, len(s))
-    assert values.shape == (len(s),)
-    # the example has the wrong length for any other set size
-    with pytest.raises(ValueError):
-        parse_answer(example, fmt, len(s) + 1)
-    assert str(len(s)) in question
+    assert parse_answer(example, fmt, 2).shape == (2,)
+    assert f"a list of {len(s)} values" in question
 
 
 def test_format_may_be_given_as_a_string():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .answer_format import AnswerFormat, serialize_answer
 from .au_catalogue import AUSet
 
-TEMPLATE_VERSION = "aullava-prompt-v1"
+TEMPLATE_VERSION = "aullava-prompt-v2"  # v2: a two-value example instead of a full-length one (shorter)
 PROMPT_STYLES = ("full", "short")
 
 _FORMAT_RULES = {
@@ -48,10 +48,10 @@ def describe_au_set(au_set: AUSet, style: str = "full") -> str:
 
 def format_question(au_set: AUSet, fmt: AnswerFormat | str) -> str:
     fmt = AnswerFormat.parse(fmt)
-    example = serialize_answer([0] * len(au_set), fmt)
+    example = serialize_answer([0, 1] if len(au_set) > 1 else [0], fmt)
     return (
         f"\nOutput format ({fmt.value}): a list of {len(au_set)} values in the AU order above, "
-        f"each {_FORMAT_RULES[fmt]}, like {example}.\nAnswer: "
+        f"each {_FORMAT_RULES[fmt]}; for two AUs it would look like {example}.\nAnswer: "
     )
 
 
