@@ -143,3 +143,36 @@ def test_full_tuning_saves_the_tuned_part(char_tokenizer_dir, tmp_path):
     reloaded = AuLlavaModel.from_pretrained(tmp_path / "full")
     assert torch.equal(reloaded.language_model.get_input_embeddings().weight,
                        model.language_model.get_input_embeddings().weight)
+
+
+def _reference_answers(model, crops, formats):
+    """The plain way: `generate()` over the whole left-padded prompt, no shared prefix cache."""
+    from aullava.decoding import AnswerConstraint, max_answer_tokens
+
+    examples = [model.encode_example(f) for f in formats]
+    length = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), length), model.tokenizer.pad_token_id)
+    attention, image_mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, length - n:], attention[row, length - n:] = torch.tensor(e["input_ids"]), 1
+        image_mask[row, length - n:] = torch.tensor(e["image_mask"])
+    constraint = AnswerConstraint(model.tokenizer, [AnswerFormat.parse(f) for f in formats], len(model.au_set),
+                                  model.tokenizer.eos_token_id)
+    with torch.no_grad():
+        out = model.language_model.generate(
+            inputs_embeds=model.embed(crops, ids, image_mask), attention_mask=attention, do_sample=False,
+            max_new_tokens=max_answer_tokens(len(model.au_set)), logits_processor=[constraint],
+            eos_token_id=model.tokenizer.eos_token_id, pad_token_id=model.tokenizer.pad_token_id)
+    return [constraint.answer_text(row.tolist()) for row in out]
+
+
+def test_shared_prefix_cache_gives_the_same_answers_as_plain_generate(tiny_model):
+    with torch.no_grad():  # a non-trivial LoRA so the comparison covers adapted layers too
+        for name, param in tiny_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    size = tiny_model.vision_encoder.image_size
+    crops = torch.randint(0, 256, (6, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    formats = ["binary", "discrete", "continuous", "continuous", "binary", "discrete"]
+    assert generate_answers(tiny_model, crops, formats) == _reference_answers(tiny_model, crops, formats)

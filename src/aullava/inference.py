@@ -70,30 +70,65 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
 def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat],
                      au_sets: Sequence[AUSet] | None = None) -> list[str]:
     """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format (and
-    optionally one AU set to ask; default the model's) per row."""
+    optionally one AU set to ask; default the model's) per row.
+
+    Rows asking the same AU set share its fixed description: its key/value cache is computed once and repeated
+    over the rows, so each row only runs its image tokens, its format question and its answer."""
     formats = [AnswerFormat.parse(f) for f in formats]
     au_sets = list(au_sets) if au_sets is not None else [model.au_set] * len(formats)
-    examples = [model.encode_example(fmt, au_set=au_set) for fmt, au_set in zip(formats, au_sets)]
-    length = max(len(e["input_ids"]) for e in examples)
-    pad = model.tokenizer.pad_token_id
-    input_ids = torch.full((len(examples), length), pad, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    image_mask = torch.zeros_like(input_ids)
-    for row, example in enumerate(examples):  # left padding: every answer starts right after its prompt
-        n = len(example["input_ids"])
-        input_ids[row, length - n:] = torch.tensor(example["input_ids"])
-        attention[row, length - n:] = 1
-        image_mask[row, length - n:] = torch.tensor(example["image_mask"])
+    groups: dict[tuple, list[int]] = {}
+    for row, au_set in enumerate(au_sets):
+        groups.setdefault((au_set.name, au_set.ids), []).append(row)
+    texts: list[str] = [""] * len(formats)
+    for rows in groups.values():
+        answers = _generate_with_shared_prefix(model, crops[rows], [formats[r] for r in rows], au_sets[rows[0]])
+        for row, text in zip(rows, answers):
+            texts[row] = text
+    return texts
+
+
+def _generate_with_shared_prefix(model: AuLlavaModel, crops: torch.Tensor, formats: list[AnswerFormat],
+                                 au_set: AUSet) -> list[str]:
+    from transformers import DynamicCache
+
+    lm, tok = model.language_model, model.tokenizer
     device = next(model.parameters()).device
-    embeds = model.embed(crops.to(device), input_ids.to(device), image_mask.to(device))
-    eos = model.tokenizer.eos_token_id
-    constraint = AnswerConstraint(model.tokenizer, formats, [len(a) for a in au_sets], eos)
-    out = model.language_model.generate(
-        inputs_embeds=embeds, attention_mask=attention.to(device),
-        max_new_tokens=max_answer_tokens(max(len(a) for a in au_sets)),
-        do_sample=False, logits_processor=[constraint], eos_token_id=eos, pad_token_id=pad,
-    )
-    return [constraint.answer_text(row.tolist()) for row in out.cpu()]
+    prefix = model.prompt_ids(formats[0], au_set)[0]
+    rows = len(formats)
+    cache = DynamicCache(config=lm.config)
+    lm(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(rows)
+
+    # after the prefix: image placeholders + question, padded on the left so every answer starts in one column
+    tails = [[model.image_token_id] * model.num_image_tokens + model.prompt_ids(f, au_set)[1] for f in formats]
+    width = max(len(t) for t in tails)
+    tail_ids = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
+    tail_mask = torch.zeros((rows, width), dtype=torch.long)
+    image_mask = torch.zeros((rows, width), dtype=torch.long)
+    for row, tail in enumerate(tails):
+        tail_ids[row, width - len(tail):] = torch.tensor(tail)
+        tail_mask[row, width - len(tail):] = 1
+        image_mask[row, width - len(tail):width - len(tail) + model.num_image_tokens] = 1
+    attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1).to(device)
+    positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix)).to(device)
+    embeds = model.embed(crops.to(device), tail_ids.to(device), image_mask.to(device))
+    out = lm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=cache,
+             use_cache=True, logits_to_keep=1)
+
+    eos = tok.eos_token_id
+    constraint = AnswerConstraint(tok, formats, len(au_set), eos)
+    generated = torch.empty((rows, 0), dtype=torch.long, device=device)
+    next_position = positions[:, -1:] + 1
+    for _ in range(max_answer_tokens(len(au_set))):
+        token = constraint(generated, out.logits[:, -1].float()).argmax(-1, keepdim=True)
+        generated = torch.cat([generated, token], dim=1)
+        if bool((generated == eos).any(dim=1).all()):
+            break
+        attention = torch.cat([attention, torch.ones((rows, 1), dtype=torch.long, device=device)], dim=1)
+        out = lm(input_ids=token, attention_mask=attention, position_ids=next_position, past_key_values=cache,
+                 use_cache=True)
+        next_position = next_position + 1
+    return [constraint.answer_text(row.tolist()) for row in generated.cpu()]
 
 
 class Predictor:
