@@ -176,3 +176,48 @@ def test_shared_prefix_cache_gives_the_same_answers_as_plain_generate(tiny_model
     crops = torch.randint(0, 256, (6, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     formats = ["binary", "discrete", "continuous", "continuous", "binary", "discrete"]
     assert generate_answers(tiny_model, crops, formats) == _reference_answers(tiny_model, crops, formats)
+
+
+def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
+    """The prefix-sharing collator + forward compute the same loss and answer logits as full sequences."""
+    data = PatternFaces(len(tiny_model.au_set), 4, tiny_model.vision_encoder.image_size, seed=5)
+    features = [{"image": data[i]["image"], "format": fmt, "values": data[i]["targets"][fmt], "mask": None}
+                for i, fmt in enumerate(["binary", "discrete", "continuous", "continuous"])]
+    full = AuLlavaCollator(tiny_model)(features)
+    shared = AuLlavaCollator(tiny_model, share_prefix=True)(features)
+    prefix = tiny_model.prompt_ids("binary")[0]
+    assert shared["prefix_ids"].tolist() == [prefix]
+    assert shared["input_ids"].shape[1] == full["input_ids"].shape[1] - len(prefix)
+    with torch.no_grad():
+        a, b = tiny_model(**full), tiny_model(**shared)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-4)
+    assert a["loss"].item() == pytest.approx(b["loss"].item(), abs=1e-5)
+
+
+def test_rows_asking_different_au_sets_are_not_shared(tiny_model):
+    from aullava.au_catalogue import au_set
+
+    data = PatternFaces(len(tiny_model.au_set), 2, tiny_model.vision_encoder.image_size)
+    other = au_set(["AU1", "AU2"])
+    features = [{"image": data[0]["image"], "format": "binary", "values": data[0]["targets"]["binary"]},
+                {"image": data[1]["image"], "format": "binary", "values": [1, 0], "au_set": other}]
+    assert "prefix_ids" not in AuLlavaCollator(tiny_model, share_prefix=True)(features)
+
+
+def test_answer_vocabulary_loss_is_the_constrained_objective(char_tokenizer_dir):
+    """loss_vocabulary 'answer' = cross-entropy of the answer tokens renormalised over what decoding may emit."""
+    torch.manual_seed(0)
+    config = tiny_model_config(char_tokenizer_dir)
+    model = AuLlavaModel(config).eval()
+    batch = _batch(model, ["binary", "continuous"])
+    with torch.no_grad():
+        full = model(**batch)
+        model.config.loss_vocabulary = "answer"
+        restricted = model(**batch)
+    vocabulary, _ = model.answer_vocabulary_ids()
+    keep = batch["labels"][:, 1:] != -100
+    targets = batch["labels"][:, 1:][keep]
+    expected = torch.nn.functional.cross_entropy(full["logits"][:, vocabulary],
+                                                 torch.searchsorted(vocabulary, targets))
+    assert restricted["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert restricted["logits"].shape[-1] == len(vocabulary) < full["logits"].shape[-1]

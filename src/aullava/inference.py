@@ -20,6 +20,7 @@ import torch
 from .answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from .au_catalogue import AUSet
 from .decoding import AnswerConstraint, max_answer_tokens
+from .llm import final_logits
 from .modeling import AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,12 @@ def _generate_with_shared_prefix(model: AuLlavaModel, crops: torch.Tensor, forma
     from transformers import DynamicCache
 
     lm, tok = model.language_model, model.tokenizer
+    decoder = lm.get_decoder()
     device = next(model.parameters()).device
     prefix = model.prompt_ids(formats[0], au_set)[0]
     rows = len(formats)
     cache = DynamicCache(config=lm.config)
-    lm(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    decoder(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
     cache.batch_repeat_interleave(rows)
 
     # after the prefix: image placeholders + question, padded on the left so every answer starts in one column
@@ -112,21 +114,26 @@ def _generate_with_shared_prefix(model: AuLlavaModel, crops: torch.Tensor, forma
     attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1).to(device)
     positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix)).to(device)
     embeds = model.embed(crops.to(device), tail_ids.to(device), image_mask.to(device))
-    out = lm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=cache,
-             use_cache=True, logits_to_keep=1)
+    hidden = decoder(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                     use_cache=True).last_hidden_state[:, -1]
 
+    # Only tokens an answer can use are ever allowed, so only their logits are computed (the argmax over the
+    # allowed tokens is the same; the LM head over Gemma's 262k-entry vocabulary would dominate every step).
     eos = tok.eos_token_id
     constraint = AnswerConstraint(tok, formats, len(au_set), eos)
+    vocabulary = model.answer_vocabulary_ids()[0]
     generated = torch.empty((rows, 0), dtype=torch.long, device=device)
     next_position = positions[:, -1:] + 1
     for _ in range(max_answer_tokens(len(au_set))):
-        token = constraint(generated, out.logits[:, -1].float()).argmax(-1, keepdim=True)
+        scores = torch.full((rows, len(tok) + 1), float("-inf"), device=device)
+        scores[:, vocabulary] = final_logits(lm, hidden, vocabulary).float()
+        token = constraint(generated, scores).argmax(-1, keepdim=True)
         generated = torch.cat([generated, token], dim=1)
         if bool((generated == eos).any(dim=1).all()):
             break
         attention = torch.cat([attention, torch.ones((rows, 1), dtype=torch.long, device=device)], dim=1)
-        out = lm(input_ids=token, attention_mask=attention, position_ids=next_position, past_key_values=cache,
-                 use_cache=True)
+        hidden = decoder(input_ids=token, attention_mask=attention, position_ids=next_position,
+                         past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
         next_position = next_position + 1
     return [constraint.answer_text(row.tolist()) for row in generated.cpu()]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .assets import GEMMA_ASSET, gemma_dir
@@ -42,8 +43,14 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return model.get_decoder(), model.get_output_embeddings()
 
 
-def final_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden)
+def final_logits(model: nn.Module, hidden: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
+    """LM-head logits (softcapped where the model does so); `vocabulary` (token ids) restricts them to those rows."""
+    head = model.get_output_embeddings()
+    if vocabulary is None:
+        logits = head(hidden)
+    else:
+        bias = head.bias[vocabulary] if getattr(head, "bias", None) is not None else None
+        logits = F.linear(hidden, head.weight[vocabulary], bias)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

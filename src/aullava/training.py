@@ -26,14 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class AuLlavaCollator:
-    """Right-pads a batch; labels only on answer tokens (prompt and image positions are -100)."""
+    """Right-pads a batch; labels only on answer tokens (prompt and image positions are -100).
 
-    def __init__(self, model: AuLlavaModel):
+    `share_prefix`: when every row of a batch asks the same AU set, its description is sent once as `prefix_ids`
+    and cut from the rows (see `AuLlavaModel.forward`)."""
+
+    def __init__(self, model: AuLlavaModel, share_prefix: bool = False):
         self.model = model
+        self.share_prefix = share_prefix
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = [self.model.encode_example(f["format"], f["values"], f.get("mask"), f.get("au_set"))
                    for f in features]
+        prefixes = {tuple(self.model.prompt_ids(f["format"], f.get("au_set"))[0]) for f in features}
+        prefix = list(prefixes.pop()) if self.share_prefix and len(prefixes) == 1 else []
+        if prefix:
+            encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
         length = max(len(e["input_ids"]) for e in encoded)
         pad = self.model.tokenizer.pad_token_id
         batch = {
@@ -49,6 +57,8 @@ class AuLlavaCollator:
             batch["image_mask"][row, :n] = torch.tensor(example["image_mask"])
             batch["labels"][row, :n] = torch.tensor(example["labels"])
         batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
+        if prefix:
+            batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
         return batch
 
 
@@ -112,7 +122,8 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     counts = model.trainable_parameters()
     log.info("trainable parameters: %s", counts)
     return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
-                          data_collator=AuLlavaCollator(model), callbacks=callbacks)
+                          data_collator=AuLlavaCollator(model, share_prefix=data.get("share_prefix", False)),
+                          callbacks=callbacks)
 
 
 def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | None = None) -> AuLlavaTrainer:
