@@ -196,6 +196,7 @@ def test_label_faces_manifest_and_baseline_predictions(warps, detector, tmp_path
     values = df[AU_COLUMNS].to_numpy(float)
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
     kept = t.label_faces(paths, detector, progress=False, subjects=["a", "a", "b"], keep_missing=False)
+    assert t.label_faces([], detector, progress=False).empty
     assert len(kept) == 2
     # a training manifest: empty cells are 'not labelled'
     csv_path = tmp_path / "teacher.csv"

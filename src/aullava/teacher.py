@@ -51,11 +51,11 @@ data source instead of teaching a confident guess.
 teeth, no dark mouth interior — and MediaPipe reacts to geometry-only movement weakly (0.1–0.3 score per unit
 intensity against a between-face baseline spread of the same size), so on synthetic data the calibrated teacher is
 precise but misses most weak AUs (false-positive rates 0–5 %, recall ≤ 0.4 even at intensity E); agreement there
-is a lower bound for cues real faces show by appearance. Synthetic AU25 without a jaw drop shows no lip gap at all,
-so AU25 is fitted and scored only on images that can show it (`VISIBLE`); on real photos AU25 is therefore conservative:
-lips parted without a dropped jaw (talking, smiles showing teeth) mostly stay 'absent' (present on 17 % of
-the real faces, against 50 % with raw score >= 0.10). The calibration also inherits the
-synthetic sampling prior (`synth.sample_aus`: ~10–25 % prevalence per AU) and is not validated on real AU labels.
+is a lower bound for cues real faces show by appearance. Synthetic AU25 without a jaw drop shows no lip gap at
+all, so AU25 is fitted and scored only on images that can show it (`VISIBLE`); on real photos AU25 is therefore
+conservative: lips parted without a dropped jaw (talking, smiles showing teeth) mostly stay 'absent' (present on
+17 % of the real faces, against 50 % with raw score >= 0.10). The calibration also inherits the synthetic
+sampling prior (`synth.sample_aus`: ~10–25 % prevalence per AU) and is not validated on real AU labels.
 
 Blendshapes are measured on the 224 px aligned crop (`detect_blendshapes`, ``on_crop=True``): that is the input
 the calibration was fitted on (scores on a crop and on the whole photo correlate at r = 0.74–0.97 per shape, but
@@ -543,7 +543,7 @@ def detect_blendshapes(paths: Sequence[str | os.PathLike], detector=None, *, on_
     finally:
         if own:
             detector.close()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"image": pd.Series(dtype=str), "face": pd.Series(dtype=bool)})
 
 
 # --------------------------------------------------------------------------------------------------- teacher
