@@ -140,3 +140,18 @@ def test_eval_of_an_openface_csv(data_root, tmp_path, capsys):
     assert metrics["results"]["discrete"]["per_au"]["AU1"]["mae"] == 0.0 and metrics["results"]["discrete"]["n"] == 5
     # occurrence truth uses DISFA's threshold (intensity >= 2), OpenFace's AU01_c says >= 1: frame 3 disagrees
     assert metrics["results"]["binary"]["per_au"]["AU1"]["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_eval_subset_with_the_mediapipe_baseline_side_by_side(data_root, char_tokenizer_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(tmp_path / "model")
+    spec = tmp_path / "bp4d.yaml"
+    spec.write_text(yaml.safe_dump({**_specs(data_root)[0], "ask": "all"}))
+    out = tmp_path / "report"
+    code = main(["eval", "--data", str(spec), "--model", str(tmp_path / "model"), "--out", str(out), "--limit", "3",
+                 "--baseline", "mediapipe", "--formats", "binary", "--crop-cache", str(tmp_path / "crops"), "-q"])
+    assert code == 0
+    ours = json.loads((out / "metrics.json").read_text())["results"]["binary"]
+    baseline = json.loads((out / "baseline" / "metrics.json").read_text())["results"]["binary"]
+    assert ours["n"] == 3 and baseline["n_truth"] == 3  # the same seeded subset for both
+    assert "baseline: mediapipe" in capsys.readouterr().out

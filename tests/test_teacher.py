@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,3 +226,46 @@ def test_label_faces_manifest_and_baseline_predictions(warps, detector, tmp_path
     res = evaluate_tables(truth, base, au_set("default"), formats=("binary", "continuous"))
     assert res["binary"]["per_au"]["AU12"]["f1"] == 1.0
     assert "AU6" in res["binary"]["excluded"]["f1"]
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+
+def test_write_teacher_manifests_split_agrees_with_synth(astronaut_path, tmp_path, capsys):
+    import shutil
+
+    from aullava.cli import main
+    from aullava.datasets import read_manifest
+    from aullava.teacher import write_teacher_manifests
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in "ABC":
+        shutil.copy(astronaut_path, photos / f"{name}.png")
+    index = tmp_path / "index.csv"
+    pd.DataFrame({"image": [f"photos/{n}.png" for n in "ABC"], "identity": list("ABC")}).to_csv(index, index=False)
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    pd.DataFrame({"image": ["images/A/a_0.jpg"], "subject": ["A"], "AU01": [0.2]}).to_csv(synth / "train.csv",
+                                                                                          index=False)
+    pd.DataFrame({"image": ["images/C/c_0.jpg"], "subject": ["C"], "AU01": [0.0]}).to_csv(synth / "held_out.csv",
+                                                                                          index=False)
+    out = tmp_path / "out"
+    counts = write_teacher_manifests(index, out, held_out=0.34, synth_dir=synth, progress=False)
+    assert counts["photos"] == counts["with_face"] == 3 and counts["no_face"] == 0
+    assert counts["train_images"] + counts["held_out_images"] == 3
+    train, held = pd.read_csv(out / "real_train.csv"), pd.read_csv(out / "real_held_out.csv")
+    assert list(train.columns) == ["image", "subject"] + AU_COLUMNS
+    assert "C" in set(held["subject"]) and "A" in set(train["subject"])  # synth held out C, trained on A
+    assert not set(train["subject"]) & set(held["subject"])
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in pd.concat([train, held])["image"])
+    assert train["AU06"].isna().all() and held["AU09"].isna().all()  # blind AUs stay empty
+    assert (held["AU12"] >= 0.10).all()  # she smiles
+    for name, n in (("real_train.csv", len(train)), ("real_held_out.csv", len(held))):
+        frames = read_manifest(out / name)
+        assert len(frames.table) == n
+
+    assert main(["teacher", "--index", str(index), "--out", str(tmp_path / "cli"), "--held-out", "0.34",
+                 "--synth", str(synth), "-q"]) == 0
+    assert "3 of 3 photos labelled" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "cli" / "real_held_out.csv")["subject"].tolist() == held["subject"].tolist()

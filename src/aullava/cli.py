@@ -83,7 +83,8 @@ def _eval(args: argparse.Namespace) -> int:
     import yaml
 
     from .datasets import read_frames
-    from .evaluation import predict_dataset, read_predictions, truth_keys, write_report
+    from .evaluation import (baseline_predictions, predict_dataset, read_predictions, sample_frames, truth_keys,
+                             write_report)
     from .metrics import evaluate_tables
 
     spec = yaml.safe_load(Path(args.data).read_text())
@@ -96,7 +97,8 @@ def _eval(args: argparse.Namespace) -> int:
     spec = {**spec, **({"fold": args.fold} if args.fold else {}), "split": args.split}
     if spec.get("fold") is None:
         spec.pop("split")
-    frames = read_frames(spec)
+    ask = spec.pop("ask", "labelled")
+    frames = sample_frames(read_frames(spec), args.limit)
     for problem in frames.problems:
         print(f"note: {problem}", file=sys.stderr)
     formats = args.formats or ["binary", "discrete", "continuous"]
@@ -118,7 +120,7 @@ def _eval(args: argparse.Namespace) -> int:
         if report.failures:
             print(f"note: {len(report.failures)} frames have no face crop and are not evaluated "
                   f"(e.g. {report.failures[0]})", file=sys.stderr)
-        faces = LabelledFaces(frames, cache, formats)
+        faces = LabelledFaces(frames, cache, formats, ask=ask)
         formats = [f for f in formats if f in faces.au_sets]
         table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
         truth, keys, source = faces.table, truth_keys(faces.table), f"aullava: {args.model or 'default model'}"
@@ -126,8 +128,14 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
     results = evaluate_tables(truth, table, frames.au_set, formats, keys=keys)
     title = f"{frames.name}" + (f" fold {spec['fold']} ({spec['split']})" if spec.get("fold") else "") + f" — {source}"
-    markdown = write_report(results, args.out, title, frames.au_set)
-    print(markdown)
+    print(write_report(results, args.out, title, frames.au_set))
+    if args.baseline:  # the same images through the MediaPipe-mapping baseline, side by side
+        if "image" not in truth.columns or truth["image"].isna().any():
+            raise ValueError("--baseline needs image files (not video frames)")
+        base = baseline_predictions(args.baseline, list(truth["image"]), progress=not args.quiet)
+        base_results = evaluate_tables(truth, base, frames.au_set, formats, keys=["image"])
+        print(write_report(base_results, Path(args.out) / "baseline", f"{frames.name} — baseline: {args.baseline}",
+                           frames.au_set))
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
     return EXIT_OK
 
@@ -142,6 +150,18 @@ def _synth(args: argparse.Namespace) -> int:
           f"{summary['photos']} photos ({summary['photos_skipped']} skipped, see {Path(args.out) / 'skipped.csv'}); "
           f"train {summary['train_images']} images / {summary['train_identities']} identities, held-out "
           f"{summary['held_out_images']} / {summary['held_out_identities']}; manifests in {args.out}")
+    return EXIT_OK
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from .teacher import write_teacher_manifests
+
+    s = write_teacher_manifests(args.index, args.out, held_out=args.held_out, seed=args.seed, synth_dir=args.synth,
+                                progress=not args.quiet)
+    print(f"{s['with_face']} of {s['photos']} photos labelled ({s['no_face']} without a face); train "
+          f"{s['train_images']} images / {s['train_identities']} identities, held-out {s['held_out_images']} / "
+          f"{s['held_out_identities']}; {len(s['labelled_aus'])} AUs labelled; real_train.csv and "
+          f"real_held_out.csv in {args.out}")
     return EXIT_OK
 
 
@@ -205,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tool", default="auto", choices=["auto", "aullava", "openface", "pyfeat"],
                           help="who wrote --predictions (auto-detected from its columns)")
     evaluate.add_argument("--video", help="the video a per-video predictions CSV (OpenFace) belongs to")
+    evaluate.add_argument("--limit", type=int, help="evaluate a seeded random subset of at most N frames")
+    evaluate.add_argument("--baseline", choices=["mediapipe", "mediapipe-raw"],
+                          help="also score the MediaPipe-blendshape mapping on the same images (into OUT/baseline)")
     evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
     evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
     evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
@@ -229,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, default=1)
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
+
+    teacher = commands.add_parser("teacher", help="label real photos with the calibrated MediaPipe blendshape teacher",
+                                  description=(
+        "Labels real photos with the calibrated MediaPipe blendshape teacher (52 blendshapes mapped to AUs, each "
+        "calibrated on synthetic faces) and writes real_train.csv / real_held_out.csv manifests split by identity: "
+        "continuous AU01..AU26, left empty (not labelled) for AUs the teacher is blind to; photos without a face "
+        "are dropped. With --synth, the split agrees with that synthetic set's."))
+    teacher.add_argument("--index", required=True,
+                         help="CSV with image (path relative to the CSV) and identity columns")
+    teacher.add_argument("--out", required=True, help="output folder")
+    teacher.add_argument("--held-out", type=float, default=0.2, help="share of identities held out")
+    teacher.add_argument("--seed", type=int, default=17)
+    teacher.add_argument("--synth", help="an `aullava synth` output folder: its held-out identities are held out "
+                         "here too, its training identities are never held out")
+    teacher.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    teacher.set_defaults(func=_teacher)
 
     info = commands.add_parser("info", help="versions, cache and assets found", description=(
         "Prints package versions, $AULLAVA_HOME and where each pretrained asset was found."))

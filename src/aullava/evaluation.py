@@ -296,3 +296,26 @@ def _has_video(table: pd.DataFrame) -> bool:
 
 def truth_keys(table: pd.DataFrame) -> list[str]:
     return ["video", "frame"] if _has_video(table) else ["image"]
+
+
+def sample_frames(frames, limit: int | None, seed: int = 0):
+    """At most `limit` rows of a `LabelledFrames`, drawn without replacement by a seeded RNG (evaluating an LLM
+    on a CPU is slow: a fixed random subset keeps runs comparable)."""
+    if limit is None or len(frames.table) <= limit:
+        return frames
+    keep = np.zeros(len(frames.table), dtype=bool)
+    keep[np.random.default_rng(seed).choice(len(frames.table), size=limit, replace=False)] = True
+    return frames.subset(keep)
+
+
+BASELINES = {"mediapipe": "MediaPipe blendshapes, calibrated mapping",
+             "mediapipe-raw": "MediaPipe blendshapes, raw mapping"}
+
+
+def baseline_predictions(kind: str, images: Sequence[str], progress: bool = True) -> pd.DataFrame:
+    """The MediaPipe-mapping baseline on the same images, as a prediction table (keys: `image`)."""
+    from .teacher import Teacher
+
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {sorted(BASELINES)}")
+    return Teacher(calibrated=kind == "mediapipe").baseline_predictions(list(images), progress=progress)

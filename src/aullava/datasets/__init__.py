@@ -8,6 +8,9 @@ A recipe's `data.train` (or `aullava eval --data`) is one dataset spec or a list
     {type: manifest, path: my_lab.csv, fold: 1, split: train}
     {type: patterns, num_samples: 256}             # synthetic smoke-test images
 
+`ask: all` asks a dataset the whole AU set even where it labels only some AUs (the rest are masked); the default,
+`labelled`, asks only the AUs it labels.
+
 `fold` + `split` pick the subject-exclusive partition (the standard 3 folds for BP4D/DISFA, seeded folds for the
 rest); other keys go to the reader.
 """
@@ -61,7 +64,8 @@ def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, ima
         return PatternFaces(num_aus=num_aus, image_size=image_size, **spec)
     from ..preprocess import FaceCropCache
 
+    ask = spec.pop("ask", "labelled")
     frames = read_frames(spec)
     cache = FaceCropCache(cache_root, crop_size=image_size)
     cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers)
-    return LabelledFaces(frames, cache)
+    return LabelledFaces(frames, cache, ask=ask)

@@ -28,13 +28,19 @@ def frame_source(row) -> Any:
     return row["image"]
 
 
-def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS) -> dict[str, AUSet]:
-    """Per format, the AUs (in the dataset's order) that have at least one label in that format."""
+def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS, ask: str = "labelled") -> dict[str, AUSet]:
+    """Per format, the AUs (in the dataset's order) that have at least one label in that format. `ask="all"`
+    keeps the whole AU set for every format that has any label (unlabelled AUs are then masked, not dropped):
+    for a teacher that cannot see some AUs, so its photos are asked the same question as everything else."""
+    if ask not in ("labelled", "all"):
+        raise ValueError(f"ask must be 'labelled' or 'all', got {ask!r}")
     subsets = {}
     for fmt in map(AnswerFormat.parse, formats):
         columns = frames.au_set.openface_columns(SUFFIX[fmt])
         keep = [au for au, col in zip(frames.au_set.aus, columns)
                 if col in frames.table.columns and frames.table[col].notna().any()]
+        if keep and ask == "all":
+            keep = list(frames.au_set.aus)
         if keep:
             subsets[fmt.value] = AUSet(name=f"{frames.au_set.name}-{fmt.value}" if len(keep) < len(frames.au_set)
                                        else frames.au_set.name, aus=tuple(keep), description=frames.au_set.description)
@@ -45,10 +51,10 @@ class LabelledFaces(Dataset):
     """One sample per table row whose face crop is in the cache (build the cache first; rows whose crop failed
     are dropped and counted in `dropped`)."""
 
-    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS):
+    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS, ask: str = "labelled"):
         self.frames = frames
         self.cache = cache
-        self.au_sets = labelled_subsets(frames, formats)
+        self.au_sets = labelled_subsets(frames, formats, ask)
         table = frames.table.reset_index(drop=True)
         sources = [frame_source(row) for _, row in table.iterrows()]
         present = [cache.get(source) is not None for source in sources] if cache is not None else [True] * len(sources)
@@ -58,7 +64,8 @@ class LabelledFaces(Dataset):
         self.values: dict[str, np.ndarray] = {}
         for fmt_name, subset in self.au_sets.items():
             columns = subset.openface_columns(SUFFIX[AnswerFormat.parse(fmt_name)])
-            self.values[fmt_name] = self.table[columns].to_numpy(dtype=np.float64)  # NaN = not labelled
+            present = self.table.reindex(columns=columns)  # an AU column a reader did not write is all NaN
+            self.values[fmt_name] = present.to_numpy(dtype=np.float64)  # NaN = not labelled
 
     def __len__(self) -> int:
         return len(self.table)
