@@ -58,3 +58,21 @@ def tiny_model_config(tokenizer_dir, vision: str = "efficientnet", llm: str = "g
                          prompt_style=prompt_style,
                          lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0,
                                "llm_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "vision": True})
+
+
+@pytest.fixture(scope="session")
+def astronaut_path():
+    """The bundled example face (public domain), as a file path."""
+    from importlib import resources
+
+    with resources.as_file(resources.files("aullava").joinpath("resources", "examples", "astronaut.png")) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """One MediaPipe face detector for the tests that need default settings."""
+    from aullava.faces import FaceDetector
+
+    with FaceDetector() as det:
+        yield det

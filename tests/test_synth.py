@@ -26,20 +26,6 @@ def model() -> AUMeshModel:
 
 
 @pytest.fixture(scope="module")
-def astronaut_path():
-    with resources.as_file(resources.files("aullava").joinpath("resources", "examples", "astronaut.png")) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def detector():
-    from aullava.faces import FaceDetector
-
-    with FaceDetector() as det:
-        yield det
-
-
-@pytest.fixture(scope="module")
 def astronaut_face(astronaut_path, detector):
     from aullava.imaging import load_image
 

@@ -21,20 +21,6 @@ AU_COLUMNS = au_set("default").openface_columns("")
 
 
 @pytest.fixture(scope="module")
-def astronaut_path():
-    with resources.as_file(resources.files("aullava").joinpath("resources", "examples", "astronaut.png")) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def detector():
-    from aullava.faces import FaceDetector
-
-    with FaceDetector() as det:
-        yield det
-
-
-@pytest.fixture(scope="module")
 def warps(astronaut_path, detector, tmp_path_factory):
     """The astronaut photo and two warps of it (strong AU12; strong AU26 with AU25), written as PNG files."""
     import cv2
