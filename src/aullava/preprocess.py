@@ -274,7 +274,10 @@ class FaceCropCache:
     # -- reading --------------------------------------------------------------------------------------------------
     def get(self, source) -> np.ndarray | None:
         """The cached crop (S×S×3 uint8 RGB), or None when not built (or it failed)."""
-        image = cv2.imread(str(self.path(source)), cv2.IMREAD_COLOR)
+        path = self.path(source)
+        if not path.is_file():  # checked first: OpenCV would print a warning for every missing crop
+            return None
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def metadata(self, source) -> dict | None:
