@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped default model from what is available offline (MODEL_CARD.md): synthetic warps with exact
+# Builds the default model from what is available offline: synthetic warps with exact
 # labels, teacher-labelled real photos, CPU training, held-out evaluation, and packaging into the package resources.
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
