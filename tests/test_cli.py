@@ -100,3 +100,14 @@ def test_all_good_inputs_exit_zero(tiny_checkpoint, capsys):
 def test_not_a_checkpoint(tmp_path, capsys):
     assert main(["predict", EXAMPLE, "--model", str(tmp_path)]) == 2
     assert "not an aullava checkpoint" in capsys.readouterr().err
+
+
+def test_predict_keeps_input_order_across_chunks(tiny_checkpoint, mixed_inputs):
+    from aullava.inference import Predictor
+
+    d, good, bad = mixed_inputs
+    inputs = [str(d / name) for name in ["gray.png", "notes.jpg", "rgba.png", "blank.png", "cmyk.jpg"]]
+    results = Predictor(tiny_checkpoint).predict(inputs, ["binary"], chunk=2)
+    assert [r.file for r in results] == inputs
+    assert [r.error is None for r in results] == [True, False, True, False, True]
+    assert all(len(r.faces[0].values["binary"]) == 15 for r in results if r.error is None)

@@ -161,14 +161,11 @@ class Predictor:
     def trained(self) -> bool:
         return bool(self.model.config.trained)
 
-    def _faces(self, inputs: Iterable[str | Path | np.ndarray]) -> tuple[list[ImageResult], list[tuple]]:
-        from .imaging import InputError, iter_image_paths, load_image
+    def _faces(self, sources: list[Path | np.ndarray], first_index: int = 0) -> tuple[list[ImageResult], list[tuple]]:
+        from .imaging import InputError, load_image
 
-        sources: list[Path | np.ndarray] = []
-        for item in inputs:  # input order is kept; folders expand in place
-            sources.extend([item] if isinstance(item, np.ndarray) else iter_image_paths([item]))
         results, crops = [], []
-        for index, source in enumerate(sources):
+        for index, source in enumerate(sources, start=first_index):
             name = f"<array {index}>" if isinstance(source, np.ndarray) else str(source)
             result = ImageResult(file=name)
             results.append(result)
@@ -189,20 +186,33 @@ class Predictor:
         return results, crops
 
     def predict(self, inputs: Iterable[str | Path | np.ndarray], formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
-                progress: bool = False) -> list[ImageResult]:
+                progress: bool = False, chunk: int = 64) -> list[ImageResult]:
+        """Images are read and their faces cropped `chunk` images at a time, so a large folder never holds more
+        than one chunk of crops in memory."""
         from tqdm.auto import tqdm
 
+        from .imaging import iter_image_paths
+
         fmts = [AnswerFormat.parse(f) for f in formats]
-        results, crops = self._faces(inputs)
-        jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
+        sources: list[Path | np.ndarray] = []
+        for item in inputs:  # input order is kept; folders expand in place
+            sources.extend([item] if isinstance(item, np.ndarray) else iter_image_paths([item]))
         n = len(self.model.au_set)
-        for start in tqdm(range(0, len(jobs), self.batch_size), disable=not progress, desc="faces×formats"):
-            batch = jobs[start:start + self.batch_size]
-            crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
-            texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
-            for (face, _, fmt), text in zip(batch, texts):
-                face.texts[fmt.value] = text
-                face.values[fmt.value] = parse_answer(text, fmt, n)
+        results: list[ImageResult] = []
+        bar = tqdm(total=len(sources), disable=not progress, desc="images", unit="img")
+        for start in range(0, len(sources), chunk):
+            chunk_results, crops = self._faces(sources[start:start + chunk], first_index=start)
+            jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
+            for offset in range(0, len(jobs), self.batch_size):
+                batch = jobs[offset:offset + self.batch_size]
+                crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
+                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
+                for (face, _, fmt), text in zip(batch, texts):
+                    face.texts[fmt.value] = text
+                    face.values[fmt.value] = parse_answer(text, fmt, n)
+            results.extend(chunk_results)
+            bar.update(len(chunk_results))
+        bar.close()
         return results
 
     def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
