@@ -36,6 +36,11 @@ class AnswerFormat(str, enum.Enum):
     def max_value(self) -> float:
         return {"binary": 1.0, "discrete": 5.0, "continuous": 1.0}[self.value]
 
+    @property
+    def column_suffix(self) -> str:
+        """OpenFace-style table columns: `AU01_c` occurrence, `AU01_r` 0–5 intensity, bare `AU01` (py-feat) 0–1."""
+        return {"binary": "c", "discrete": "r", "continuous": ""}[self.value]
+
 
 ALL_FORMATS = (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS)
 ANSWER_CHARS = frozenset("[]0123456789., ")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -55,8 +54,6 @@ def _predict(args: argparse.Namespace) -> int:
 def _readable(faces, au_set, formats) -> str:
     """One block per face: the AU vector in each requested format."""
     from .answer_format import AnswerFormat
-    from .inference import COLUMN_SUFFIX
-
     au_ids = au_set.ids
     lines = []
     for _, row in faces.iterrows():
@@ -64,7 +61,7 @@ def _readable(faces, au_set, formats) -> str:
         lines.append(f"{row['file']}  face {row['face']}  box [{box}]")
         lines.append("  " + "AU".ljust(12) + " ".join(a.rjust(5) for a in au_ids))
         for fmt in map(AnswerFormat.parse, formats):
-            cells = [row[c] for c in au_set.openface_columns(COLUMN_SUFFIX[fmt])]
+            cells = [row[c] for c in au_set.openface_columns(fmt.column_suffix)]
             text = " ".join((f"{v:.2f}" if fmt is AnswerFormat.CONTINUOUS else str(int(v))).rjust(5) for v in cells)
             lines.append("  " + fmt.value.ljust(12) + text)
     return "\n".join(lines)

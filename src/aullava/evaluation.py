@@ -267,8 +267,8 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     import torch
     from tqdm.auto import tqdm
 
-    from .answer_format import AnswerFormat, parse_answer
-    from .datasets.labelled import SUFFIX
+    from .answer_format import parse_answer
+    from .datasets.labels import au_columns
     from .inference import generate_answers
 
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
@@ -284,7 +284,7 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     for fmt in formats:
         if fmt not in faces.au_sets:
             continue
-        columns = faces.au_sets[fmt].openface_columns(SUFFIX[AnswerFormat.parse(fmt)])
+        columns = au_columns(faces.au_sets[fmt], fmt)
         values = np.stack([answers[(i, fmt)] for i in range(len(faces))]) if len(faces) else np.zeros((0, len(columns)))
         out[columns] = values
     return out

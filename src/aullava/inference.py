@@ -25,7 +25,6 @@ from .modeling import AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
 
-COLUMN_SUFFIX = {AnswerFormat.BINARY: "c", AnswerFormat.DISCRETE: "r", AnswerFormat.CONTINUOUS: ""}
 
 
 @dataclass
@@ -223,7 +222,7 @@ def to_dataframe(results: list[ImageResult], au_set: AUSet,
                  formats: Sequence[str | AnswerFormat] = ALL_FORMATS) -> pd.DataFrame:
     """One row per face (and one per failed file, with `error` set), OpenFace-style AU columns."""
     fmts = [AnswerFormat.parse(f) for f in formats]
-    columns = {fmt: au_set.openface_columns(COLUMN_SUFFIX[fmt]) for fmt in fmts}
+    columns = {fmt: au_set.openface_columns(fmt.column_suffix) for fmt in fmts}
     rows = []
     for result in results:
         if result.error is not None:

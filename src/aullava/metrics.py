@@ -39,7 +39,6 @@ from .au_catalogue import ActionUnit, AUSet, action_unit, normalize_au_id
 
 __all__ = [
     "FORMAT_METRICS",
-    "COLUMN_SUFFIX",
     "f1_score",
     "accuracy",
     "mae",
@@ -58,8 +57,6 @@ FORMAT_METRICS: dict[str, tuple[str, ...]] = {
     "discrete": ("mae", "icc", "pcc"),
     "continuous": ("mae", "pcc"),
 }
-# same as inference.COLUMN_SUFFIX (not imported: inference pulls in torch)
-COLUMN_SUFFIX = {"binary": "c", "discrete": "r", "continuous": ""}
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -290,7 +287,7 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
             raise ValueError(f"{name} table has {dup} duplicated key row(s) on {keys} (several faces per image? "
                              "keep one with aullava.evaluation.one_face_per_key)")
     fmts = [AnswerFormat.parse(f).value for f in formats]
-    cols = {f: dict(zip(aus.ids, aus.openface_columns(COLUMN_SUFFIX[f]))) for f in fmts}
+    cols = {f: dict(zip(aus.ids, aus.openface_columns(AnswerFormat.parse(f).column_suffix))) for f in fmts}
     for f in fmts:
         for name, df in (("ground truth", truth), ("predictions", predictions)):
             if not any(c in df.columns for c in cols[f].values()):

@@ -15,9 +15,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..answer_format import ALL_FORMATS, AnswerFormat
 from ..au_catalogue import AUSet
-from .labels import LabelledFrames
+from .labels import LabelledFrames, au_columns
 
-SUFFIX = {AnswerFormat.BINARY: "c", AnswerFormat.DISCRETE: "r", AnswerFormat.CONTINUOUS: ""}
 
 
 def frame_source(row) -> Any:
@@ -36,7 +35,7 @@ def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS, ask: str = "la
         raise ValueError(f"ask must be 'labelled' or 'all', got {ask!r}")
     subsets = {}
     for fmt in map(AnswerFormat.parse, formats):
-        columns = frames.au_set.openface_columns(SUFFIX[fmt])
+        columns = au_columns(frames.au_set, fmt)
         keep = [au for au, col in zip(frames.au_set.aus, columns)
                 if col in frames.table.columns and frames.table[col].notna().any()]
         if keep and ask == "all":
@@ -63,7 +62,7 @@ class LabelledFaces(Dataset):
         self.dropped = len(table) - len(self.table)
         self.values: dict[str, np.ndarray] = {}
         for fmt_name, subset in self.au_sets.items():
-            columns = subset.openface_columns(SUFFIX[AnswerFormat.parse(fmt_name)])
+            columns = au_columns(subset, fmt_name)
             present = self.table.reindex(columns=columns)  # an AU column a reader did not write is all NaN
             self.values[fmt_name] = present.to_numpy(dtype=np.float64)  # NaN = not labelled
 

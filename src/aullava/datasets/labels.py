@@ -40,13 +40,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..answer_format import AnswerFormat, binary_from_continuous, discrete_from_continuous
+from ..answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
 from ..au_catalogue import AUSet, normalize_au_id
 
 __all__ = [
     "BASE_COLUMNS",
     "DISFA_OCCURRENCE_THRESHOLD",
-    "SUFFIX",
     "LabelledFrames",
     "au_columns",
     "au_set_from_names",
@@ -57,8 +56,6 @@ __all__ = [
 ]
 
 BASE_COLUMNS = ("dataset", "subject", "sequence", "image", "video", "frame")
-SUFFIX = {AnswerFormat.BINARY: "c", AnswerFormat.DISCRETE: "r", AnswerFormat.CONTINUOUS: ""}
-"""Column suffix per answer format: ``AU01_c`` (binary), ``AU01_r`` (discrete 0-5), ``AU01`` (continuous)."""
 
 DISFA_OCCURRENCE_THRESHOLD = 2
 """DISFA's standard detection protocol: an AU occurs when its 0-5 intensity is >= 2 (B or stronger)."""
@@ -66,11 +63,11 @@ DISFA_OCCURRENCE_THRESHOLD = 2
 
 def au_columns(au_set: AUSet, fmt: AnswerFormat | str) -> list[str]:
     """The table's column names for one answer format, in AU-set order."""
-    return au_set.openface_columns(SUFFIX[AnswerFormat.parse(fmt)])
+    return au_set.openface_columns(AnswerFormat.parse(fmt).column_suffix)
 
 
 def _all_au_columns(au_set: AUSet) -> list[str]:
-    return [c for fmt in SUFFIX for c in au_columns(au_set, fmt)]
+    return [c for fmt in ALL_FORMATS for c in au_columns(au_set, fmt)]
 
 
 @dataclass
@@ -168,7 +165,7 @@ def derive_formats(frames: LabelledFrames, occurrence_threshold: float = DISFA_O
     NaN stays NaN: an AU a frame does not label never becomes 0 (or anything else).
     """
     table = frames.table.copy()
-    for c_col, r_col, x_col in zip(*(au_columns(frames.au_set, f) for f in SUFFIX)):
+    for c_col, r_col, x_col in zip(*(au_columns(frames.au_set, f) for f in ALL_FORMATS)):
         c, r, x = (table[k].to_numpy(dtype=np.float64) for k in (c_col, r_col, x_col))
         has_r, has_x = ~np.isnan(r), ~np.isnan(x)
         new_c, new_r, new_x = c.copy(), r.copy(), x.copy()
