@@ -89,16 +89,12 @@ def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence
 
 def _generate_with_shared_prefix(model: AuLlavaModel, crops: torch.Tensor, formats: list[AnswerFormat],
                                  au_set: AUSet) -> list[str]:
-    from transformers import DynamicCache
-
     lm, tok = model.language_model, model.tokenizer
     decoder = lm.get_decoder()
     device = next(model.parameters()).device
     prefix = model.prompt_ids(formats[0], au_set)[0]
     rows = len(formats)
-    cache = DynamicCache(config=lm.config)
-    decoder(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
-    cache.batch_repeat_interleave(rows)
+    cache = model.prefix_cache(torch.tensor([prefix], device=device), rows)
 
     # after the prefix: image placeholders + question, padded on the left so every answer starts in one column
     tails = [[model.image_token_id] * model.num_image_tokens + model.prompt_ids(f, au_set)[1] for f in formats]

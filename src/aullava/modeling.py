@@ -211,12 +211,7 @@ class AuLlavaModel(nn.Module):
         decoder = self.language_model.get_decoder()
         cache, positions = None, None
         if prefix_ids is not None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.language_model.config)
-            with torch.no_grad():
-                decoder(input_ids=prefix_ids, past_key_values=cache, use_cache=True)
-            cache.batch_repeat_interleave(input_ids.shape[0])
+            cache = self.prefix_cache(prefix_ids, input_ids.shape[0])
             offset = prefix_ids.shape[1]
             attention_mask = torch.cat([attention_mask.new_ones((input_ids.shape[0], offset)), attention_mask], 1)
             positions = (offset + torch.arange(input_ids.shape[1], device=input_ids.device)).expand_as(input_ids)
@@ -237,6 +232,16 @@ class AuLlavaModel(nn.Module):
             logits = final_logits(self.language_model, hidden[:, :-1][keep])
             loss = F.cross_entropy(logits.float(), targets[keep])
         return {"loss": loss, "logits": logits}
+
+    def prefix_cache(self, prefix_ids: torch.Tensor, rows: int):
+        """Key/value cache of a prefix shared by every row (run once, without gradient), repeated for `rows` rows."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.language_model.config)
+        with torch.no_grad():
+            self.language_model.get_decoder()(input_ids=prefix_ids, past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     def answer_vocabulary_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids an answer can consist of (+ EOS), and a map from token id to its row in that list."""
