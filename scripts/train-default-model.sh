@@ -9,7 +9,7 @@ INDEX=${1:-../shared/faces/index.csv}
 bash scripts/setup-env.sh
 A=.venv/bin/aullava
 mkdir -p runs/data
-$A synth --index "$INDEX" --out runs/data/synth --per-image 8 --held-out 0.2 --seed 17
+$A synth --index "$INDEX" --out runs/data/synth --per-image 8 --held-out 0.2 --seed 17 --gain 2.5
 $A teacher --index "$INDEX" --out runs/data/teacher --held-out 0.2 --seed 17 --synth runs/data/synth
 $A train --config configs/default-model.yaml
 for part in synth teacher; do

@@ -126,9 +126,15 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
                           callbacks=callbacks)
 
 
+WARMUP_DIR = "vision-warmup"
+
+
 def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | None = None) -> AuLlavaTrainer:
     """Trains and writes the final model to `training.output_dir`; resumes from its last checkpoint if any.
-    Returns the trainer (its `state.log_history` has the losses)."""
+    Returns the trainer (its `state.log_history` has the losses).
+
+    A `warmup:` section ({steps, batch_size, learning_rate}) first runs `aullava.warmup.warm_up_vision` and saves
+    its result under `<output_dir>/vision-warmup`, so a restarted run does not repeat it."""
     trainer = build_training(recipe, callbacks)
     output_dir = Path(trainer.args.output_dir)
     checkpoint = None
@@ -137,6 +143,26 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
             get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
+    else:
+        _vision_warmup(trainer, recipe.get("warmup") or {}, output_dir / WARMUP_DIR)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
     return trainer
+
+
+def _vision_warmup(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path) -> None:
+    if int(spec.get("steps", 0)) <= 0:
+        return
+    model = trainer.model
+    if (directory / "config.json").is_file():
+        log.info("vision warm-up: loading %s", directory)
+        model.load_trainable(directory)
+        return
+    from .warmup import warm_up_vision
+
+    losses, _ = warm_up_vision(model, trainer.train_dataset.base, steps=int(spec["steps"]),
+                               batch_size=int(spec.get("batch_size", 32)),
+                               learning_rate=float(spec.get("learning_rate", 1e-3)),
+                               seed=int(trainer.args.seed))
+    log.info("vision warm-up: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
+    model.save_pretrained(directory)

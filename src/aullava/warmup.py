@@ -1,0 +1,114 @@
+"""Vision warm-up: teach the visual tokens about AUs before the LLM has to read them.
+
+Why: LLaVA's first stage aligns the projector on captions; we have no captions, and on a CPU budget the LLM stage
+sees only a few thousand examples. Started from ImageNet features, the LLM then learns the answer prior (every AU
+absent) long before it learns to look at the image: our first 250-step run answered "absent" for every AU. This
+stage trains what the LLM stage would train on the image side — the encoder's LoRA weights and the projector —
+through a throwaway linear AU head on the projected tokens, at ~0.05 s per image instead of ~0.7 s per LLM
+example. The LLM stage then starts from visual tokens that already carry the AU intensities.
+
+Loss: masked mean squared error on the continuous intensities (an AU a dataset does not label does not count).
+Samples whose datasets have no continuous labels are skipped; binary/discrete-only datasets (BP4D occurrence, say)
+are mapped to the continuous scale by their format's value → intensity rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .answer_format import AnswerFormat
+
+log = logging.getLogger(__name__)
+
+
+class AUHead(nn.Module):
+    """Linear read-out of every AU from all projected visual tokens (discarded after the warm-up)."""
+
+    def __init__(self, num_tokens: int, text_size: int, num_aus: int):
+        super().__init__()
+        self.linear = nn.Linear(num_tokens * text_size, num_aus)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        return self.linear(visual.flatten(1))
+
+
+def _intensity_targets(sample: dict[str, Any], au_set) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's labels on the model's AU set as continuous intensities in [0, 1] + a mask of labelled AUs.
+    Continuous labels win; otherwise discrete (level / 5) or binary (absent 0, present 0.5: mid-scale)."""
+    au_ids = au_set.ids
+    values = np.zeros(len(au_ids), dtype=np.float32)
+    mask = np.zeros(len(au_ids), dtype=bool)
+    for fmt in (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS):  # later ones overwrite
+        if fmt.value not in sample["targets"]:
+            continue
+        subset = (sample.get("au_sets") or {}).get(fmt.value, sample.get("au_set")) or au_set
+        labelled = (sample.get("masks") or {}).get(fmt.value, sample.get("mask"))
+        for j, au in enumerate(subset.ids):
+            if au not in au_ids or (labelled is not None and not labelled[j]):
+                continue
+            value = float(sample["targets"][fmt.value][j])
+            value = value / 5.0 if fmt is AnswerFormat.DISCRETE else value * 0.5 if fmt is AnswerFormat.BINARY \
+                else value
+            values[au_ids.index(au)] = value
+            mask[au_ids.index(au)] = True
+    return values, mask
+
+
+class _IntensityView(Dataset):
+    def __init__(self, base: Dataset, au_set):
+        self.base, self.au_set = base, au_set
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        sample = self.base[index]
+        values, mask = _intensity_targets(sample, self.au_set)
+        return torch.from_numpy(np.ascontiguousarray(sample["image"])), torch.from_numpy(values), torch.from_numpy(mask)
+
+
+def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, learning_rate: float = 1e-3,
+                   seed: int = 0, log_every: int = 20) -> tuple[list[float], AUHead]:
+    """Trains the model's trainable vision-side weights (encoder LoRA or full, projector) for `steps` batches
+    through an `AUHead`; the LLM is not run. Returns the per-step losses and the head (for diagnostics)."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(_IntensityView(dataset, model.au_set), batch_size=batch_size, shuffle=True,
+                        drop_last=True, generator=generator)
+    text_size = model.language_model.get_input_embeddings().embedding_dim
+    head = AUHead(model.num_image_tokens, text_size, len(model.au_set))
+    params = [p for p in model.vision_encoder.parameters() if p.requires_grad] + list(model.projector.parameters())
+    optimizer = torch.optim.AdamW([{"params": params}, {"params": head.parameters()}], lr=learning_rate,
+                                  weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.vision_encoder.train()
+    losses: list[float] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, desc="vision warm-up", unit="step")
+    while len(losses) < steps:
+        for images, targets, mask in loader:
+            visual = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images)))
+            error = (head(visual) - targets) ** 2 * mask
+            loss = error.sum() / mask.sum().clamp(min=1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss))
+            bar.update(1)
+            if len(losses) % log_every == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+                log.info("vision warm-up step %d: loss %.4f", len(losses), np.mean(losses[-log_every:]))
+            if len(losses) >= steps:
+                break
+    bar.close()
+    return losses, head

@@ -1,0 +1,69 @@
+"""Vision warm-up: visual tokens learn the AUs through a linear head, the LLM is untouched, and a training run
+does it once (a restart reloads it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from aullava.au_catalogue import au_set
+from aullava.datasets import PatternFaces
+from aullava.modeling import AuLlavaModel
+from aullava.training import WARMUP_DIR, train
+from aullava.warmup import _intensity_targets, warm_up_vision
+from conftest import tiny_model_config
+
+AUS = ["AU1", "AU2", "AU4", "AU6"]
+
+
+def test_targets_use_the_richest_label_and_respect_masks():
+    aus = au_set(AUS)
+    sub = au_set(["AU2", "AU6"])
+    sample = {"targets": {"binary": np.array([1.0, 0.0, 1.0, 1.0]), "discrete": np.array([4.0, 2.0])},
+              "masks": {"binary": np.array([True, True, False, True]), "discrete": np.array([True, False])},
+              "au_sets": {"binary": aus, "discrete": sub}}
+    values, mask = _intensity_targets(sample, aus)
+    # AU1 binary present → 0.5; AU2 discrete 4 → 0.8 (beats binary 0); AU4 unlabelled; AU6: discrete masked, binary 1
+    assert mask.tolist() == [True, True, False, True]
+    assert np.allclose(values, [0.5, 0.8, 0.0, 0.5])
+
+
+def test_warm_up_teaches_the_visual_tokens_and_leaves_the_llm(char_tokenizer_dir):
+    torch.manual_seed(0)
+    model = AuLlavaModel(tiny_model_config(char_tokenizer_dir, vision="clip", au_set=AUS))
+    llm_before = {k: v.clone() for k, v in model.language_model.state_dict().items()}
+    projector_before = model.projector.weight.detach().clone()
+    data = PatternFaces(len(AUS), num_samples=128, image_size=model.vision_encoder.image_size, seed=0)
+    losses, head = warm_up_vision(model, data, steps=120, batch_size=16, learning_rate=3e-3)
+
+    assert all(torch.equal(v, llm_before[k]) for k, v in model.language_model.state_dict().items())
+    assert not torch.equal(model.projector.weight, projector_before)
+    assert not any(n.startswith("language_model.") for n, _ in model.named_parameters() if "head" in n)
+
+    held_out = PatternFaces(len(AUS), num_samples=64, image_size=model.vision_encoder.image_size, seed=9)
+    images = torch.from_numpy(np.stack([held_out[i]["image"] for i in range(len(held_out))]))
+    truth = torch.from_numpy(held_out.intensities)
+    model.eval()
+    with torch.no_grad():
+        predicted = head(model.projector(model.vision_encoder(model.vision_encoder.preprocess(images))))
+    error = float(((predicted - truth) ** 2).mean())
+    baseline = float(((truth - truth.mean(0)) ** 2).mean())  # predicting each AU's mean intensity
+    assert error < 0.5 * baseline, (error, baseline, losses[:3], losses[-3:])
+
+
+def test_training_runs_the_warm_up_once(char_tokenizer_dir, tmp_path):
+    config = tiny_model_config(char_tokenizer_dir, vision="clip", au_set=AUS)
+    config.tuning = {"vision": "lora", "llm": "full"}
+    out = tmp_path / "run"
+    recipe = {"model": asdict(config), "warmup": {"steps": 5, "batch_size": 8},
+              "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
+              "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 2,
+                           "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+    train(recipe, resume=False)
+    warm = out / WARMUP_DIR
+    assert (warm / "projector.safetensors").is_file()
+    stamp = (warm / "projector.safetensors").stat().st_mtime_ns
+    train({**recipe, "training": {**recipe["training"], "output_dir": str(out)}}, resume=False)
+    assert (warm / "projector.safetensors").stat().st_mtime_ns == stamp  # loaded, not trained again
