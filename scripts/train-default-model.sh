@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the default model from what is available offline: synthetic warps with exact
-# labels, teacher-labelled real photos, CPU training, held-out evaluation, and packaging into the package resources.
+# labels, teacher-labelled real photos, CPU training (vision warm-up, then the LLM stage), held-out evaluation next
+# to the MediaPipe baseline, and packaging into the package resources. About 90 min on 2 CPU cores.
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
 set -euo pipefail
@@ -17,9 +18,9 @@ for part in synth teacher; do
   printf 'type: manifest\npath: %s\nask: all\n' "$held" > "runs/eval-$part.yaml"
 done
 $A eval --data runs/eval-synth.yaml --model runs/default-model --limit 150 --baseline mediapipe \
-  --formats binary continuous --out runs/report-synth
+  --out runs/report-synth
 $A eval --data runs/eval-teacher.yaml --model runs/default-model --limit 150 --baseline mediapipe-raw \
-  --formats binary --out runs/report-real
+  --formats binary continuous --out runs/report-real
 mkdir -p src/aullava/resources/default_model
 cp runs/default-model/{config.json,projector.safetensors,adapter_config.json,adapter_model.safetensors} \
   src/aullava/resources/default_model/

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aullava.evaluation import normalize_predictions, read_predictions, write_report
+from aullava.evaluation import format_agreement, normalize_predictions, read_predictions, write_report
 from aullava.metrics import evaluate_tables
 
 OPENFACE_CSV = """frame, face_id, timestamp, confidence, success, AU01_r, AU02_r, AU01_c, AU02_c
@@ -117,3 +117,31 @@ def test_write_report(tmp_path):
             im.verify()
         with Image.open(out / f"per_au_{fmt}.png") as im:
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
+
+
+def test_report_puts_the_baseline_in_the_same_table(tmp_path):
+    truth = pd.DataFrame({"image": list("abcd"), "AU01_c": [1, 0, 1, 0], "AU02_c": [0, 1, 1, 0]})
+    model = truth.assign(AU02_c=[0, 0, 1, 0])  # AU1 perfect, AU2 F1 2/3
+    base = truth.assign(AU01_c=[0, 0, 0, 0])  # AU1 never found
+    res = evaluate_tables(truth, model, ["AU1", "AU2"], ["binary"])
+    base_res = evaluate_tables(truth, base, ["AU1", "AU2"], ["binary"])
+    md = write_report(res, tmp_path / "rep", "With baseline", ["AU1", "AU2"], baseline=("MediaPipe", base_res))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in md.splitlines() if line.startswith("| F1")}
+    assert rows == {"F1 (%)": ["100.0", "66.7", "83.3"], "F1 (%) — MediaPipe": ["0.0", "100.0", "50.0"]}
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["baseline"]["name"] == "MediaPipe"
+
+
+def test_format_agreement_counts_presence_disagreements():
+    table = pd.DataFrame({"image": list("abc"),
+                          "AU01_c": [1, 0, 1], "AU01_r": [2, 0, 0], "AU01": [0.35, 0.10, 0.0],
+                          "AU02_c": [0, 0, np.nan], "AU02_r": [0, 1, 3], "AU02": [0.0, 0.09, 0.6]})
+    agreement = format_agreement(table, ["AU1", "AU2"])
+    # AU1: a agrees everywhere; b: c=0 but continuous 0.10 is present; c: c=1 but r=0 and x=0.
+    # AU2: a agrees; b: r=1 but c=0 and x=0.09 absent; c: no binary answer (only r/x, which agree).
+    assert agreement["n"] == {"binary = discrete": 5, "binary = continuous": 5, "discrete = continuous": 6,
+                              "binary = discrete = continuous": 5}
+    assert agreement["share"]["binary = discrete"] == pytest.approx(3 / 5)
+    assert agreement["share"]["binary = continuous"] == pytest.approx(3 / 5)
+    assert agreement["share"]["discrete = continuous"] == pytest.approx(4 / 6)
+    assert agreement["share"]["binary = discrete = continuous"] == pytest.approx(2 / 5)

@@ -221,3 +221,29 @@ def test_answer_vocabulary_loss_is_the_constrained_objective(char_tokenizer_dir)
                                                  torch.searchsorted(vocabulary, targets))
     assert restricted["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert restricted["logits"].shape[-1] == len(vocabulary) < full["logits"].shape[-1]
+
+
+def test_present_weight_weights_the_tokens_of_present_values(char_tokenizer_dir):
+    """The class-balanced loss: every answer token of a present AU gets `present_weight`, the rest 1, and the weighted
+    loss is the weighted mean of per-token cross-entropies (a weight of 1 gives the plain mean)."""
+    config = tiny_model_config(char_tokenizer_dir, au_set=["AU1", "AU2", "AU4"])
+    config.present_weight = 3.0
+    model = AuLlavaModel(config)
+    example = model.encode_example("continuous", [0.35, 0.0, 1.0], [True, True, False])
+    supervised = [i for i, label in enumerate(example["labels"]) if label != -100]
+    chars = [model.tokenizer.decode([example["labels"][i]]) for i in supervised[:-1]] + ["EOS"]
+    assert chars == list("[0.35, 0.00, ]") + ["EOS"]  # the unlabelled AU4 is written as 0, not supervised
+    weights = [example["label_weights"][i] for i in supervised]
+    assert weights == [1.0] + [3.0] * 4 + [1.0] * 10
+
+    size = model.vision_encoder.image_size
+    crops = np.zeros((size, size, 3), dtype=np.uint8)
+    features = [{"image": crops, "format": "binary", "values": np.array(v, dtype=float), "mask": None}
+                for v in ([1, 0, 1], [0, 0, 0])]
+    batch = AuLlavaCollator(model)(features)
+    model.eval()  # no stochastic depth: the three losses see the same network
+    out = model(**batch)
+    plain = model(**{k: v for k, v in batch.items() if k != "label_weights"})
+    assert not torch.isclose(out["loss"], plain["loss"])
+    ones = model(**{**batch, "label_weights": (batch["label_weights"] > 0).float()})
+    assert torch.isclose(ones["loss"], plain["loss"], rtol=1e-5)  # equal up to the order of the float sums

@@ -80,8 +80,8 @@ def _eval(args: argparse.Namespace) -> int:
     import yaml
 
     from .datasets import read_frames
-    from .evaluation import (baseline_predictions, predict_dataset, read_predictions, sample_frames, truth_keys,
-                             write_report)
+    from .evaluation import (BASELINES, baseline_predictions, format_agreement, predict_dataset, read_predictions,
+                             sample_frames, truth_keys, write_report)
     from .metrics import evaluate_tables
 
     spec = yaml.safe_load(Path(args.data).read_text())
@@ -125,14 +125,15 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
     results = evaluate_tables(truth, table, frames.au_set, formats, keys=keys)
     title = f"{frames.name}" + (f" fold {spec['fold']} ({spec['split']})" if spec.get("fold") else "") + f" — {source}"
-    print(write_report(results, args.out, title, frames.au_set))
-    if args.baseline:  # the same images through the MediaPipe-mapping baseline, side by side
+    baseline = None
+    if args.baseline:  # the same images through the MediaPipe-mapping baseline, in the same tables
         if "image" not in truth.columns or truth["image"].isna().any():
             raise ValueError("--baseline needs image files (not video frames)")
         base = baseline_predictions(args.baseline, list(truth["image"]), progress=not args.quiet)
-        base_results = evaluate_tables(truth, base, frames.au_set, formats, keys=["image"])
-        print(write_report(base_results, Path(args.out) / "baseline", f"{frames.name} — baseline: {args.baseline}",
-                           frames.au_set))
+        baseline = (BASELINES[args.baseline], evaluate_tables(truth, base, frames.au_set, formats, keys=["image"]))
+    agreement = format_agreement(table, frames.au_set) if len(formats) > 1 else None
+    print(write_report(results, args.out, title, frames.au_set, baseline, agreement))
+    table.to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
     return EXIT_OK
 

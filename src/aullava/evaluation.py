@@ -192,24 +192,62 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def report_markdown(results: dict[str, dict[str, Any]], title: str, au_ids) -> str:
+def report_markdown(results: dict[str, dict[str, Any]], title: str, au_ids,
+                    baseline: tuple[str, dict[str, dict[str, Any]]] | None = None,
+                    agreement: dict[str, Any] | None = None) -> str:
     """The Markdown report: one table per format in the paper's layout (metrics as rows, AUs as columns, Avg
-    last), then the row counts and the AUs left out of an average."""
+    last), then the row counts and the AUs left out of an average. `baseline` = (name, its results on the same
+    rows): its metrics become extra rows of the same tables. `agreement`: `format_agreement` of the predictions."""
     ids = list(resolve_au_set(au_ids).ids)
     lines = [f"# {title}", ""]
     for fmt, res in results.items():
         lines += [f"## {_FORMAT_TITLE.get(fmt, fmt)}", ""]
         lines.append("| Metric | " + " | ".join(ids) + " | **Avg** |")
         lines.append("|---|" + "---:|" * (len(ids) + 1))
+        rows = [("", res)] + ([(f" — {baseline[0]}", baseline[1][fmt])] if baseline and fmt in baseline[1] else [])
         for m in FORMAT_METRICS[fmt]:
-            cells = [_fmt(res["per_au"].get(a, {}).get(m), m, fmt) for a in ids]
-            lines.append(f"| {_METRIC_LABEL[m]} | " + " | ".join(cells) + f" | {_fmt(res['average'][m], m, fmt)} |")
+            for suffix, r in rows:
+                cells = [_fmt(r["per_au"].get(a, {}).get(m), m, fmt) for a in ids]
+                lines.append(f"| {_METRIC_LABEL[m]}{suffix} | " + " | ".join(cells)
+                             + f" | {_fmt(r['average'][m], m, fmt)} |")
         lines += ["", f"Rows evaluated: {res.get('n', '?')} of {res.get('n_truth', '?')} ground-truth rows; "
                       f"{res.get('missing_predictions', 0)} labelled ground-truth row(s) had no prediction."]
         for m, left_out in res.get("excluded", {}).items():
             lines.append(f"{_METRIC_LABEL[m]}: {', '.join(left_out)} left out of the average (no valid value).")
         lines.append("")
+    if agreement:
+        lines += ["## Agreement between formats", "",
+                  "Share of (face, AU) answers whose formats agree on presence (binary 1 = intensity ≥ 1 = "
+                  "continuous ≥ 0.10), over the answers the model gave in both formats:", ""]
+        lines += [f"- {pair}: {100 * value:.1f}% of {agreement['n'][pair]}" for pair, value in agreement["share"].items()]
+        lines.append("")
     return "\n".join(lines)
+
+
+def format_agreement(table: pd.DataFrame, au_ids) -> dict[str, Any]:
+    """How often one model's answers in different formats agree on presence, per pair of formats (and all three):
+    binary 1 ⇔ discrete ≥ 1 ⇔ continuous ≥ 0.10, the rules the training targets follow (`answer_format`)."""
+    from .answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous
+
+    presence = {}
+    for fmt in ALL_FORMATS:
+        cols = resolve_au_set(au_ids).openface_columns(fmt.column_suffix)
+        if all(c in table.columns for c in cols):
+            values = table[cols].to_numpy(dtype=float)
+            present = values >= 1 if fmt is AnswerFormat.DISCRETE else (
+                binary_from_continuous(values) if fmt is AnswerFormat.CONTINUOUS else values >= 0.5)
+            presence[fmt.value] = np.where(np.isnan(values), np.nan, present)
+    share, counts = {}, {}
+    names = list(presence)
+    groups = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] + ([tuple(names)] if len(names) > 2 else [])
+    for group in groups:
+        stack = np.stack([presence[g] for g in group])
+        valid = ~np.isnan(stack).any(0)
+        agree = (stack == stack[0]).all(0) & valid
+        key = " = ".join(group)
+        counts[key] = int(valid.sum())
+        share[key] = float(agree.sum() / valid.sum()) if valid.any() else float("nan")
+    return {"share": share, "n": counts}
 
 
 def _bar_chart(res: dict[str, Any], fmt: str, ids: list[str], title: str, path: Path) -> None:
@@ -243,14 +281,20 @@ def _bar_chart(res: dict[str, Any], fmt: str, ids: list[str], title: str, path: 
     plt.close(fig)
 
 
-def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path, title: str, au_ids) -> str:
+def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path, title: str, au_ids,
+                 baseline: tuple[str, dict[str, dict[str, Any]]] | None = None,
+                 agreement: dict[str, Any] | None = None) -> str:
     """Write ``metrics.json`` (NaN as null), ``report.md`` and one ``per_au_<format>.png`` per format into
-    ``out_dir`` (created); return the Markdown text."""
+    ``out_dir`` (created); return the Markdown text. `baseline`, `agreement`: see `report_markdown`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_jsonable({"title": title, "results": results}), indent=2),
-                                      encoding="utf-8")
-    text = report_markdown(results, title, au_ids)
+    payload = {"title": title, "results": results}
+    if baseline:
+        payload["baseline"] = {"name": baseline[0], "results": baseline[1]}
+    if agreement:
+        payload["format_agreement"] = agreement
+    (out / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2), encoding="utf-8")
+    text = report_markdown(results, title, au_ids, baseline, agreement)
     (out / "report.md").write_text(text, encoding="utf-8")
     ids = list(resolve_au_set(au_ids).ids)
     for fmt, res in results.items():

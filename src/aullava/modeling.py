@@ -63,6 +63,9 @@ class AuLlavaConfig:
     # (what constrained decoding allows), which makes the loss the exact objective of decoding and is far cheaper
     # with a large vocabulary (Gemma: 262k entries, ~115 of them answer tokens)
     loss_vocabulary: str = "full"
+    # loss weight of the answer tokens of present AUs (value > 0) against 1 for the rest: a class-balanced loss,
+    # as AU detectors use against ~85 % absent labels; without it an LLM first learns to answer "absent" everywhere
+    present_weight: float = 1.0
     trained: bool = False  # set by training; `predict` warns when a model never was
     model_type: str = "aullava"
 
@@ -175,6 +178,7 @@ class AuLlavaModel(nn.Module):
         ids = prefix + [self.image_token_id] * self.num_image_tokens + question
         image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
         labels = [-100] * len(ids)
+        weights = [0.0] * len(ids)
         if values is not None:
             if mask is not None:  # an unlabelled value is written as 0 and not supervised: its label never enters
                 values = np.where(np.asarray(mask, dtype=bool), np.asarray(values, dtype=np.float64), 0.0)
@@ -184,10 +188,14 @@ class AuLlavaModel(nn.Module):
             answer_ids = encoded["input_ids"] + [self.tokenizer.eos_token_id]
             answer_labels = [-100 if any(a < e and s < b for s, e in hidden_spans) else tok
                              for tok, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+            present = _value_spans(answer, [float(v) <= 0 for v in answer[1:-1].split(", ")])
+            weight = float(self.config.present_weight)
             ids += answer_ids
             image_mask += [0] * len(answer_ids)
             labels += answer_labels + [self.tokenizer.eos_token_id]
-        return {"input_ids": ids, "image_mask": image_mask, "labels": labels}
+            weights += [weight if any(a < e and s < b for s, e in present) else 1.0
+                        for a, b in encoded["offset_mapping"]] + [1.0]
+        return {"input_ids": ids, "image_mask": image_mask, "labels": labels, "label_weights": weights}
 
     # ----- forward --------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
@@ -203,10 +211,12 @@ class AuLlavaModel(nn.Module):
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                prefix_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                prefix_ids: torch.Tensor | None = None,
+                label_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`prefix_ids` (1, P): a description shared by every row, stripped from `input_ids`. It is run once, without
         gradient, and its key/value cache repeated over the batch, which roughly halves the training cost on a CPU;
-        the LoRA weights still shape the prefix in the forward pass, only their gradient through it is dropped."""
+        the LoRA weights still shape the prefix in the forward pass, only their gradient through it is dropped.
+        `label_weights` (B, L): per-token loss weights aligned with `labels` (see `present_weight`)."""
         embeds = self.embed(images, input_ids, image_mask)
         decoder = self.language_model.get_decoder()
         cache, positions = None, None
@@ -227,11 +237,14 @@ class AuLlavaModel(nn.Module):
             answer_targets = index_of[targets[keep]]
             if bool((answer_targets < 0).any()):
                 raise ValueError("a target token is outside the answer vocabulary; use loss_vocabulary: full")
-            loss = F.cross_entropy(logits.float(), answer_targets)
+            losses = F.cross_entropy(logits.float(), answer_targets, reduction="none")
         else:
             logits = final_logits(self.language_model, hidden[:, :-1][keep])
-            loss = F.cross_entropy(logits.float(), targets[keep])
-        return {"loss": loss, "logits": logits}
+            losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+        if label_weights is None:
+            return {"loss": losses.mean(), "logits": logits}
+        weights = label_weights[:, 1:][keep].to(losses.dtype)
+        return {"loss": (losses * weights).sum() / weights.sum(), "logits": logits}
 
     def prefix_cache(self, prefix_ids: torch.Tensor, rows: int):
         """Key/value cache of a prefix shared by every row (run once, without gradient), repeated for `rows` rows."""

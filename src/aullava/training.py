@@ -49,6 +49,7 @@ class AuLlavaCollator:
             "attention_mask": torch.zeros((len(encoded), length), dtype=torch.long),
             "image_mask": torch.zeros((len(encoded), length), dtype=torch.long),
             "labels": torch.full((len(encoded), length), -100, dtype=torch.long),
+            "label_weights": torch.zeros((len(encoded), length)),
         }
         for row, example in enumerate(encoded):
             n = len(example["input_ids"])
@@ -56,6 +57,9 @@ class AuLlavaCollator:
             batch["attention_mask"][row, :n] = 1
             batch["image_mask"][row, :n] = torch.tensor(example["image_mask"])
             batch["labels"][row, :n] = torch.tensor(example["labels"])
+            batch["label_weights"][row, :n] = torch.tensor(example["label_weights"])
+        if self.model.config.present_weight == 1.0:
+            del batch["label_weights"]  # a plain mean: the same loss, without the weights
         batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
         if prefix:
             batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
