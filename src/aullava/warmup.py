@@ -5,7 +5,8 @@ sees only a few thousand examples. Started from ImageNet features, the LLM then 
 absent) long before it learns to look at the image: our first 250-step run answered "absent" for every AU. This
 stage trains what the LLM stage would train on the image side — the encoder's LoRA weights and the projector —
 through a throwaway linear AU head on the projected tokens, at ~0.05 s per image instead of ~0.7 s per LLM
-example. The LLM stage then starts from visual tokens that already carry the AU intensities.
+example. The LLM stage then starts from visual tokens that already carry the AU intensities, rescaled to the norm of
+the LLM's text embeddings (`match_embedding_scale`).
 
 Loss: masked mean squared error on the continuous intensities (an AU a dataset does not label does not count).
 Samples whose datasets have no continuous labels are skipped; binary/discrete-only datasets (BP4D occurrence, say)
@@ -111,4 +112,26 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
             if len(losses) >= steps:
                 break
     bar.close()
+    model.vision_encoder.eval()
+    with torch.no_grad():
+        match_embedding_scale(model, images)
     return losses, head
+
+
+@torch.no_grad()
+def match_embedding_scale(model, images: torch.Tensor) -> float:
+    """Rescales the projector's last linear layer so visual tokens have the mean norm of the LLM's text embeddings
+    (Gemma's are ~26 after its sqrt(d) scaling) and returns the factor. The AU head is blind to scale, so after the
+    warm-up the tokens are ~40× smaller than text: in the residual stream their image-dependent part then drowns,
+    and the LLM stage learns a constant bias instead of reading the image (measured: at LLM step 400 the spread
+    of the tokens across images was 10 % of their norm and the first answer value was the same for every face)."""
+    prefix, question = model.prompt_ids("binary")
+    text = model.language_model.get_input_embeddings()(torch.tensor([prefix + question]))
+    visual = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images)))
+    factor = float(text.norm(dim=-1).mean() / visual.norm(dim=-1).mean().clamp(min=1e-6))
+    last = [m for m in model.projector.modules() if isinstance(m, nn.Linear)][-1]
+    last.weight.mul_(factor)
+    if last.bias is not None:
+        last.bias.mul_(factor)
+    log.info("vision warm-up: visual tokens scaled by %.2f to the text embeddings' norm", factor)
+    return factor
