@@ -9,6 +9,7 @@ from importlib.resources import files
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -151,7 +152,10 @@ def test_eval_subset_with_the_mediapipe_baseline_side_by_side(data_root, char_to
     code = main(["eval", "--data", str(spec), "--model", str(tmp_path / "model"), "--out", str(out), "--limit", "3",
                  "--baseline", "mediapipe", "--formats", "binary", "--crop-cache", str(tmp_path / "crops"), "-q"])
     assert code == 0
-    ours = json.loads((out / "metrics.json").read_text())["results"]["binary"]
-    baseline = json.loads((out / "baseline" / "metrics.json").read_text())["results"]["binary"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    ours, baseline = metrics["results"]["binary"], metrics["baseline"]["results"]["binary"]
     assert ours["n"] == 3 and baseline["n_truth"] == 3  # the same seeded subset for both
-    assert "baseline: mediapipe" in capsys.readouterr().out
+    assert metrics["baseline"]["name"] == "MediaPipe blendshapes, calibrated mapping"
+    report = capsys.readouterr().out
+    assert "| F1 (%) — MediaPipe blendshapes, calibrated mapping |" in report  # in the same table as ours
+    assert set(pd.read_csv(out / "predictions.csv").columns) >= {"image", "AU01_c"}

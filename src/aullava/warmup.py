@@ -104,7 +104,7 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1)
             if len(losses) % log_every == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
