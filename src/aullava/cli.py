@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--video", help="the video a per-video predictions CSV (OpenFace) belongs to")
     evaluate.add_argument("--limit", type=int, help="evaluate a seeded random subset of at most N frames")
     evaluate.add_argument("--baseline", choices=["mediapipe", "mediapipe-raw"],
-                          help="also score the MediaPipe-blendshape mapping on the same images (into OUT/baseline)")
+                          help="also score the MediaPipe-blendshape mapping on the same images "
+                               "(extra rows of the same tables)")
     evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
     evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
     evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from .answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, binary_from_discrete
 from .metrics import FORMAT_METRICS, resolve_au_set
 
 __all__ = ["PredictionTable", "read_predictions", "normalize_predictions", "one_face_per_key", "write_report",
@@ -219,7 +220,8 @@ def report_markdown(results: dict[str, dict[str, Any]], title: str, au_ids,
         lines += ["## Agreement between formats", "",
                   "Share of (face, AU) answers whose formats agree on presence (binary 1 = intensity ≥ 1 = "
                   "continuous ≥ 0.10), over the answers the model gave in both formats:", ""]
-        lines += [f"- {pair}: {100 * value:.1f}% of {agreement['n'][pair]}" for pair, value in agreement["share"].items()]
+        lines += [f"- {pair}: {100 * value:.1f}% of {agreement['n'][pair]}"
+                  for pair, value in agreement["share"].items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -227,16 +229,15 @@ def report_markdown(results: dict[str, dict[str, Any]], title: str, au_ids,
 def format_agreement(table: pd.DataFrame, au_ids) -> dict[str, Any]:
     """How often one model's answers in different formats agree on presence, per pair of formats (and all three):
     binary 1 ⇔ discrete ≥ 1 ⇔ continuous ≥ 0.10, the rules the training targets follow (`answer_format`)."""
-    from .answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous
-
+    aus = resolve_au_set(au_ids)
+    to_presence = {AnswerFormat.BINARY: lambda v: v >= 0.5, AnswerFormat.DISCRETE: binary_from_discrete,
+                   AnswerFormat.CONTINUOUS: binary_from_continuous}
     presence = {}
     for fmt in ALL_FORMATS:
-        cols = resolve_au_set(au_ids).openface_columns(fmt.column_suffix)
+        cols = aus.openface_columns(fmt.column_suffix)
         if all(c in table.columns for c in cols):
             values = table[cols].to_numpy(dtype=float)
-            present = values >= 1 if fmt is AnswerFormat.DISCRETE else (
-                binary_from_continuous(values) if fmt is AnswerFormat.CONTINUOUS else values >= 0.5)
-            presence[fmt.value] = np.where(np.isnan(values), np.nan, present)
+            presence[fmt.value] = np.where(np.isnan(values), np.nan, to_presence[fmt](values))
     share, counts = {}, {}
     names = list(presence)
     groups = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] + ([tuple(names)] if len(names) > 2 else [])

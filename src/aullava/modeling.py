@@ -186,15 +186,14 @@ class AuLlavaModel(nn.Module):
             encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
             hidden_spans = _value_spans(answer, mask)
             answer_ids = encoded["input_ids"] + [self.tokenizer.eos_token_id]
-            answer_labels = [-100 if any(a < e and s < b for s, e in hidden_spans) else tok
-                             for tok, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
-            present = _value_spans(answer, [float(v) <= 0 for v in answer[1:-1].split(", ")])
-            weight = float(self.config.present_weight)
+            present_spans = _value_spans(answer, [float(v) <= 0 for v in answer[1:-1].split(", ")])
+            offsets = encoded["offset_mapping"]
             ids += answer_ids
             image_mask += [0] * len(answer_ids)
-            labels += answer_labels + [self.tokenizer.eos_token_id]
-            weights += [weight if any(a < e and s < b for s, e in present) else 1.0
-                        for a, b in encoded["offset_mapping"]] + [1.0]
+            labels += [-100 if _overlaps(o, hidden_spans) else tok for tok, o in zip(encoded["input_ids"], offsets)]
+            labels += [self.tokenizer.eos_token_id]
+            weights += [float(self.config.present_weight) if _overlaps(o, present_spans) else 1.0 for o in offsets]
+            weights += [1.0]
         return {"input_ids": ids, "image_mask": image_mask, "labels": labels, "label_weights": weights}
 
     # ----- forward --------------------------------------------------------------------------------------------
@@ -348,6 +347,12 @@ class AuLlavaModel(nn.Module):
                 "lora_vision" if name.startswith("vision_encoder.") else "lora_llm")
             counts[key] += param.numel()
         return counts
+
+
+def _overlaps(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """Whether a token's character span (start, end) overlaps any of `spans`."""
+    a, b = offset
+    return any(a < e and s < b for s, e in spans)
 
 
 def _value_spans(answer: str, mask) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .datasets import FormatExpanded, build_dataset
-from .modeling import AuLlavaConfig, AuLlavaModel
+from .modeling import CONFIG_NAME, AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,23 @@ class AuLlavaCollator:
             encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
         length = max(len(e["input_ids"]) for e in encoded)
         pad = self.model.tokenizer.pad_token_id
+        weighted = self.model.config.present_weight != 1.0  # weights of 1 give the plain mean: left out
         batch = {
             "input_ids": torch.full((len(encoded), length), pad, dtype=torch.long),
             "attention_mask": torch.zeros((len(encoded), length), dtype=torch.long),
             "image_mask": torch.zeros((len(encoded), length), dtype=torch.long),
             "labels": torch.full((len(encoded), length), -100, dtype=torch.long),
-            "label_weights": torch.zeros((len(encoded), length)),
         }
+        if weighted:
+            batch["label_weights"] = torch.zeros((len(encoded), length))
         for row, example in enumerate(encoded):
             n = len(example["input_ids"])
             batch["input_ids"][row, :n] = torch.tensor(example["input_ids"])
             batch["attention_mask"][row, :n] = 1
             batch["image_mask"][row, :n] = torch.tensor(example["image_mask"])
             batch["labels"][row, :n] = torch.tensor(example["labels"])
-            batch["label_weights"][row, :n] = torch.tensor(example["label_weights"])
-        if self.model.config.present_weight == 1.0:
-            del batch["label_weights"]  # a plain mean: the same loss, without the weights
+            if weighted:
+                batch["label_weights"][row, :n] = torch.tensor(example["label_weights"])
         batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
         if prefix:
             batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
@@ -158,7 +159,7 @@ def _vision_warmup(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Pat
     if int(spec.get("steps", 0)) <= 0:
         return
     model = trainer.model
-    if (directory / "config.json").is_file():
+    if (directory / CONFIG_NAME).is_file():
         log.info("vision warm-up: loading %s", directory)
         model.load_trainable(directory)
         return

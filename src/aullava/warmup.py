@@ -83,6 +83,9 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(_IntensityView(dataset, model.au_set), batch_size=batch_size, shuffle=True,
                         drop_last=True, generator=generator)
+    if len(loader) == 0:
+        raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
+                         f"the dataset has {len(dataset)}")
     text_size = model.language_model.get_input_embeddings().embedding_dim
     head = AUHead(model.num_image_tokens, text_size, len(model.au_set))
     params = [p for p in model.vision_encoder.parameters() if p.requires_grad] + list(model.projector.parameters())
