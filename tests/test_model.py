@@ -247,3 +247,14 @@ def test_present_weight_weights_the_tokens_of_present_values(char_tokenizer_dir)
     assert not torch.isclose(out["loss"], plain["loss"])
     ones = model(**{**batch, "label_weights": (batch["label_weights"] > 0).float()})
     assert torch.isclose(ones["loss"], plain["loss"], rtol=1e-5)  # equal up to the order of the float sums
+
+
+def test_llm_layers_limits_lora_to_those_layers(char_tokenizer_dir, tmp_path):
+    config = tiny_model_config(char_tokenizer_dir)
+    config.lora = {**config.lora, "llm_targets": ["q_proj", "down_proj"], "llm_layers": [1]}
+    model = AuLlavaModel(config)
+    llm = [n for n in model.lora_module_names() if n.startswith("language_model.")]
+    assert sorted(n.split("layers.")[1] for n in llm) == ["1.mlp.down_proj", "1.self_attn.q_proj"]
+    assert any(n.startswith("vision_encoder.") for n in model.lora_module_names())
+    model.save_pretrained(tmp_path)
+    assert AuLlavaModel.from_pretrained(tmp_path).lora_module_names() == model.lora_module_names()

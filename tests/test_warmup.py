@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import numpy as np
+import pytest
 import torch
 
 from aullava.au_catalogue import au_set
@@ -67,3 +68,23 @@ def test_training_runs_the_warm_up_once(char_tokenizer_dir, tmp_path):
     stamp = (warm / "projector.safetensors").stat().st_mtime_ns
     train({**recipe, "training": {**recipe["training"], "output_dir": str(out)}}, resume=False)
     assert (warm / "projector.safetensors").stat().st_mtime_ns == stamp  # loaded, not trained again
+
+
+def test_frozen_parts_keep_their_warm_up_weights(char_tokenizer_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
+    out = tmp_path / "run"
+    recipe = {"model": asdict(config), "warmup": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
+              "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
+              "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 3,
+                           "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+    train(recipe, resume=False)
+    warm, final = out / WARMUP_DIR, out
+    for name in ("projector.safetensors", "adapter_model.safetensors"):
+        before, after = load_file(str(warm / name)), load_file(str(final / name))
+        for key, tensor in before.items():
+            moved = not torch.equal(tensor, after[key])
+            assert moved == key.startswith("language_model."), key
+    with pytest.raises(ValueError, match="unknown parts"):
+        train({**recipe, "warmup": {**recipe["warmup"], "freeze": ["llm"]}}, resume=False)

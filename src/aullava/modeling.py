@@ -43,8 +43,10 @@ ADAPTER_NAME = "adapter_model.safetensors"
 
 
 def _default_lora() -> dict[str, Any]:
+    # llm_layers: None puts LoRA in every decoder layer (the paper); a list of indices only there, e.g. the top
+    # layers, which also stops the backward pass below the lowest one (a CPU budget)
     return {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.05, "llm_targets": ["q_proj", "k_proj", "v_proj",
-            "o_proj"], "vision": True}
+            "o_proj"], "llm_layers": None, "vision": True}
 
 
 @dataclass
@@ -91,7 +93,9 @@ def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
     lora = config.lora
     parts = []
     if lora.get("llm_targets") and config.tuning.get("llm", "lora") == "lora":
-        parts.append(r"language_model\..*\.(?:" + "|".join(lora["llm_targets"]) + ")")
+        layers = lora.get("llm_layers")  # None: every decoder layer; else the indices that get LoRA
+        within = r"layers\.(?:" + "|".join(str(int(i)) for i in layers) + r")\..*" if layers else ""
+        parts.append(r"language_model\..*\." + within + "(?:" + "|".join(lora["llm_targets"]) + ")")
     if lora.get("vision", True) and config.tuning.get("vision", "lora") == "lora":
         parts.append(r"vision_encoder\.(?:.*\.)?(?:" + lora.get("vision_pattern", vision_pattern) + ")")
     return "|".join(parts)

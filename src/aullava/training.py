@@ -146,13 +146,32 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
     if resume:
         checkpoint = resume if isinstance(resume, str) else (
             get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None)
+    warmup = recipe.get("warmup") or {}
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     else:
-        _vision_warmup(trainer, recipe.get("warmup") or {}, output_dir / WARMUP_DIR)
+        _vision_warmup(trainer, warmup, output_dir / WARMUP_DIR)
+    freeze_parts(trainer.model, warmup.get("freeze") or [])  # before the optimizer is built, also on resume
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
     return trainer
+
+
+FREEZABLE = ("vision", "projector")
+
+
+def freeze_parts(model: AuLlavaModel, parts: list[str]) -> None:
+    """Keeps parts the vision warm-up trained fixed in the LLM stage (`warmup.freeze`). Their weights, LoRA
+    included, stay in the model and in every checkpoint; only their gradients are off, so the backward pass stops
+    at the LLM and the LLM stage spends its steps on reading the tokens rather than on moving them."""
+    unknown = set(parts) - set(FREEZABLE)
+    if unknown:
+        raise ValueError(f"warmup.freeze: unknown parts {sorted(unknown)}; expected some of {FREEZABLE}")
+    modules = {"vision": model.vision_encoder, "projector": model.projector}
+    for part in parts:
+        modules[part].requires_grad_(False)
+    if parts:
+        log.info("LLM stage: %s fixed; trainable parameters: %s", ", ".join(parts), model.trainable_parameters())
 
 
 def _vision_warmup(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path) -> None:
