@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 def test_example_face_in_all_three_formats(capsys):
     assert main(["predict", EXAMPLE, "-q"]) == 0
     captured = capsys.readouterr()
-    assert "# model: default" in captured.err and "AU set: default (15 AUs)" in captured.err
+    assert "# model: default [trained]" in captured.err and "AU set: default (15 AUs)" in captured.err
+    assert "UNTRAINED" not in captured.err
     lines = captured.out.splitlines()
     assert sum(line.startswith(EXAMPLE) and "face 0" in line for line in lines) == 1  # one face, one row
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ")}
