@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
-from aullava.datasets import FormatExpanded, PatternFaces
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.datasets import PatternFaces
 from aullava.inference import generate_answers
 from aullava.modeling import AuLlavaModel
 from aullava.training import AuLlavaCollator

@@ -45,7 +45,7 @@ def _recipe(char_tokenizer_dir, output_dir, max_steps):
 
 def test_tiny_model_learns_patterns_and_resumes(char_tokenizer_dir, tmp_path):
     out = tmp_path / "run"
-    first = train(_recipe(char_tokenizer_dir, out, 150))
+    train(_recipe(char_tokenizer_dir, out, 150))
     assert (out / "checkpoint-150" / "adapter_model.safetensors").is_file()
     counter = StepCounter()
     second = train(_recipe(char_tokenizer_dir, out, 400), callbacks=[counter])  # resumes at checkpoint-150
