@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the default model from what is available offline: synthetic warps with exact
 # labels, teacher-labelled real photos, CPU training (vision warm-up, then the LLM stage), held-out evaluation next
-# to the MediaPipe baseline, and packaging into the package resources. About 2 h on 2 CPU cores (vision warm-up ~30 min, LLM stage ~45 min,
-# evaluation ~25 min).
+# to the MediaPipe baseline, and packaging into the package resources. About 2 h on 2 CPU cores (vision warm-up
+# ~30 min, LLM stage ~45 min, evaluation ~25 min).
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
 set -euo pipefail
