@@ -1,0 +1,86 @@
+"""Answers of the shipped default model recorded before a change that must not alter them (the restructure, a
+faster decoder): the raw answer texts and parsed vectors of every face, all three formats, on the bundled example
+face and on 20 photos of the shared face collection (file names relative to it; never the photos or crops).
+
+Reuse: `load_recording()` gives the recorded dict; `answers_of(predictor, files)` gives the same structure for the
+code under test, so a test compares the two with `==` (texts exactly, values exactly: they parse from the texts).
+
+Regenerate only on purpose (the default model or its prompt changed):
+    .venv/bin/python tests/recorded_answers.py --write
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+RECORDING = Path(__file__).parent / "data" / "default_model_answers.json"
+FACES_DIR = Path(os.environ.get("AULLAVA_SHARED_FACES", "/work/shared/faces"))
+NUM_PHOTOS = 20
+BATCH_SIZE = 8  # rows per decoding batch when recorded; the comparison uses the same
+EXAMPLE = "astronaut.png"
+
+
+def example_path() -> Path:
+    return Path(str(files("aullava").joinpath("resources", "examples", EXAMPLE)))
+
+
+def load_recording() -> dict:
+    """{'formats': [...], 'example': {file: faces}, 'photos': {relative file: faces}}, faces as `answers_of`."""
+    return json.loads(RECORDING.read_text())
+
+
+def answers_of(predictor, paths: list[Path], names: list[str]) -> dict[str, list[dict]]:
+    """name → one entry per face: index, box (rounded to 0.01 px), and per format the raw text and the vector."""
+    results = predictor.predict(paths, formats=["binary", "discrete", "continuous"])
+    out = {}
+    for name, result in zip(names, results):
+        out[name] = [{"face": face.face, "box": [round(v, 2) for v in face.box],
+                      "texts": dict(face.texts),
+                      "values": {fmt: [float(v) for v in vector] for fmt, vector in face.values.items()}}
+                     for face in result.faces]
+        if result.error is not None:
+            out[name] = [{"error": result.error.replace(str(paths[names.index(name)]), name)}]
+    return out
+
+
+def _pick_photos(detector, count: int) -> list[str]:
+    """The first `count` photos of index.csv in which the detector finds a face (deterministic)."""
+    from aullava.imaging import load_image
+
+    picked = []
+    with open(FACES_DIR / "index.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if detector.detect(load_image(FACES_DIR / row["image"])):
+                picked.append(row["image"])
+            if len(picked) == count:
+                break
+    return picked
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["--write"]:
+        print(__doc__)
+        return 2
+    from aullava.inference import Predictor
+
+    predictor = Predictor(batch_size=BATCH_SIZE, device="cpu")
+    photos = _pick_photos(predictor.detector, NUM_PHOTOS)
+    recording = {
+        "formats": ["binary", "discrete", "continuous"],
+        "batch_size": BATCH_SIZE,
+        "example": answers_of(predictor, [example_path()], [EXAMPLE]),
+        "photos": answers_of(predictor, [FACES_DIR / p for p in photos], photos),
+    }
+    RECORDING.parent.mkdir(parents=True, exist_ok=True)
+    RECORDING.write_text(json.dumps(recording, indent=1) + "\n")
+    print(f"wrote {RECORDING}: example + {len(photos)} photos")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
