@@ -50,7 +50,7 @@ def answers_of(predictor, paths: list[Path], names: list[str]) -> dict[str, list
 
 def _pick_photos(detector, count: int) -> list[str]:
     """The first `count` photos of index.csv in which the detector finds a face (deterministic)."""
-    from aullava.imaging import load_image
+    from aullava.faces.images import load_image
 
     picked = []
     with open(FACES_DIR / "index.csv", newline="") as handle:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from aullava.cli import build_parser, main
-from aullava.modeling import AuLlavaModel
+from aullava.model.modeling import AuLlavaModel
 from conftest import tiny_model_config
 
 EXAMPLE = str(files("aullava").joinpath("resources", "examples", "astronaut.png"))

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aullava.evaluation import format_agreement, normalize_predictions, read_predictions, write_report
-from aullava.metrics import evaluate_tables
+from aullava.eval.predictions import format_agreement, normalize_predictions, read_predictions, write_report
+from aullava.eval.metrics import evaluate_tables
 
 OPENFACE_CSV = """frame, face_id, timestamp, confidence, success, AU01_r, AU02_r, AU01_c, AU02_c
 1, 0, 0.000, 0.98, 1, 2.50, 0.00, 1, 0

@@ -1,4 +1,4 @@
-"""aullava.faces on the bundled astronaut photo (public domain, NASA): detection, alignment, robustness."""
+"""aullava.faces.detector on the bundled astronaut photo (public domain, NASA): detection, alignment, robustness."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from aullava.faces import (
+from aullava.faces.detector import (
     EYE_DISTANCE, EYE_Y, Face, FaceDetector, align_face, alignment_matrix, eye_centres, transform_points,
 )
-from aullava.imaging import load_image
+from aullava.faces.images import load_image
 
 S = 224
 TARGET_RIGHT = np.array([(0.5 - EYE_DISTANCE / 2) * S, EYE_Y * S])  # subject's right eye: crop's left

@@ -1,4 +1,4 @@
-"""aullava.imaging: every kind of input file ends as a correct RGB array or as one InputError naming the file."""
+"""aullava.faces.images: every kind of input file ends as a correct RGB array or as one InputError naming the file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from aullava.imaging import InputError, iter_image_paths, load_image
+from aullava.faces.images import InputError, iter_image_paths, load_image
 
 
 def _assert_input_error(path: Path, *words: str) -> InputError:

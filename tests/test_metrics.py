@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score as sk_f1, mean_absolute_error
 
-from aullava import metrics as M
+from aullava.eval import metrics as M
 
 TOL = 1e-9
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from aullava.cli import main
 from aullava.datasets import FormatExpanded, build_dataset
-from aullava.modeling import AuLlavaModel
-from aullava.training import AuLlavaCollator, train
+from aullava.model.modeling import AuLlavaModel
+from aullava.training.recipe import AuLlavaCollator, train
 from conftest import tiny_model_config
 from fixtures_datasets import make_bp4d, make_disfa, make_feafa_csv
 

@@ -9,8 +9,8 @@ import torch
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
 from aullava.inference import generate_answers
-from aullava.modeling import AuLlavaModel
-from aullava.training import AuLlavaCollator
+from aullava.model.modeling import AuLlavaModel
+from aullava.training.recipe import AuLlavaCollator
 from conftest import tiny_model_config
 
 VARIANTS = [("efficientnet", "gemma3_text"), ("clip", "llama")]
@@ -147,7 +147,7 @@ def test_full_tuning_saves_the_tuned_part(char_tokenizer_dir, tmp_path):
 
 def _reference_answers(model, crops, formats):
     """The plain way: `generate()` over the whole left-padded prompt, no shared prefix cache."""
-    from aullava.decoding import AnswerConstraint, max_answer_tokens
+    from aullava.model.decoding import AnswerConstraint, max_answer_tokens
 
     examples = [model.encode_example(f) for f in formats]
     length = max(len(e["input_ids"]) for e in examples)

@@ -1,4 +1,4 @@
-"""aullava.preprocess: the face-crop cache on the bundled astronaut photo, a blank image, a missing file and a video."""
+"""aullava.faces.crop_cache: the face-crop cache on the bundled astronaut photo, a blank image, a missing file and a video."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-import aullava.preprocess as preprocess
-from aullava.preprocess import FaceCropCache, FrameSource, as_source, video_sources
+import aullava.faces.crop_cache as preprocess
+from aullava.faces.crop_cache import FaceCropCache, FrameSource, as_source, video_sources
 
 S = 224
 VIDEO_FRAMES = 3

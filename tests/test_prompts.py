@@ -8,7 +8,7 @@ import pytest
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet, au_set, builtin_au_sets
-from aullava.prompts import PROMPT_STYLES, TEMPLATE_VERSION, Prompt, build_prompt, describe_au_set, format_question
+from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION, Prompt, build_prompt, describe_au_set, format_question
 
 SET_NAMES = sorted(builtin_au_sets())
 # FACS order reversed and a one-sided AU: the prompt must keep the set's own order

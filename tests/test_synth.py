@@ -10,9 +10,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from aullava import synth
+from aullava.synth import mesh_model
 from aullava.au_catalogue import au_set
-from aullava.synth import (AUMeshModel, map_displacement, neutral_check, remove_folds, run_synth, sample_aus,
+from aullava.synth.run import (AUMeshModel, map_displacement, neutral_check, remove_folds, run_synth, sample_aus,
                            split_identities, warp_face, warp_image)
 
 MOUTH_CORNERS = (61, 291)  # subject's right (image left), subject's left (image right)
@@ -27,7 +27,7 @@ def model() -> AUMeshModel:
 
 @pytest.fixture(scope="module")
 def astronaut_face(astronaut_path, detector):
-    from aullava.imaging import load_image
+    from aullava.faces.images import load_image
 
     image = load_image(astronaut_path)
     faces = detector.detect(image)
@@ -39,7 +39,7 @@ def astronaut_face(astronaut_path, detector):
 
 
 def test_mesh_layout_is_axis_major_and_neutral_is_zero_input(model):
-    raw = np.load(resources.files("aullava").joinpath("resources", synth.MODEL_FILE), allow_pickle=False)
+    raw = np.load(resources.files("aullava").joinpath("resources", mesh_model.MODEL_FILE), allow_pickle=False)
     intercept, mean_mesh, coef = raw["intercept"], raw["mean_aligned_mesh"], raw["coef"].astype(np.float64)
     # axis-major [x | y | z] is the layout that matches the stored mean mesh; interleaved would be far off
     assert np.abs(intercept.reshape(3, 478).T - mean_mesh).max() < 10
@@ -224,7 +224,7 @@ def test_run_synth_split_resume_and_skips(tmp_path, astronaut_path, monkeypatch)
 
     # a second run does no work (no detection at all) and writes the same manifests
     first = (out / "train.csv").read_bytes(), (out / "held_out.csv").read_bytes()
-    from aullava.faces import FaceDetector
+    from aullava.faces.detector import FaceDetector
 
     def fail(*_args, **_kw):
         raise AssertionError("resumed run must not detect faces")

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aullava import teacher as T
+from aullava.teacher import labeler as T
 from aullava.au_catalogue import au_set
-from aullava.teacher import (DEFAULT_AUS, MAPPING, Teacher, apply_monotone, fit_monotone, load_calibration, pava,
+from aullava.teacher.labeler import (DEFAULT_AUS, MAPPING, Teacher, apply_monotone, fit_monotone, load_calibration, pava,
                              raw_scores)
 
 AU_COLUMNS = au_set("default").openface_columns("")
@@ -25,8 +25,8 @@ def warps(astronaut_path, detector, tmp_path_factory):
     """The astronaut photo and two warps of it (strong AU12; strong AU26 with AU25), written as PNG files."""
     import cv2
 
-    from aullava.imaging import load_image
-    from aullava.synth import warp_face
+    from aullava.faces.images import load_image
+    from aullava.synth.run import warp_face
 
     folder = tmp_path_factory.mktemp("teacher")
     image = load_image(astronaut_path)
@@ -52,7 +52,7 @@ def labelled(warps, detector):
 
 
 def test_mapping_covers_the_default_set_with_real_blendshape_names(detector, astronaut_path):
-    from aullava.imaging import load_image
+    from aullava.faces.images import load_image
 
     assert tuple(MAPPING) == tuple(au_set("default").ids) == DEFAULT_AUS
     names = set(detector.detect(load_image(astronaut_path))[0].blendshapes)
@@ -201,7 +201,7 @@ def test_label_faces_manifest_and_baseline_predictions(warps, detector, tmp_path
         assert np.array_equal(pred.loc[ok, col + "_r"], level)
     assert pred.loc[0, "AU12_c"] == 1 and 1 <= pred.loc[0, "AU12_r"] <= 5
 
-    from aullava.metrics import evaluate_tables
+    from aullava.eval.metrics import evaluate_tables
 
     base = t.baseline_predictions(paths[:2], detector, progress=False)
     pd.testing.assert_frame_equal(base, Teacher.predictions_from_labels(df.iloc[:2].drop(columns="subject")))
@@ -222,7 +222,7 @@ def test_write_teacher_manifests_split_agrees_with_synth(astronaut_path, tmp_pat
 
     from aullava.cli import main
     from aullava.datasets import read_manifest
-    from aullava.teacher import write_teacher_manifests
+    from aullava.teacher.labeler import write_teacher_manifests
 
     photos = tmp_path / "photos"
     photos.mkdir()

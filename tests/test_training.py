@@ -14,8 +14,8 @@ from transformers import TrainerCallback, TrainingArguments
 from aullava.answer_format import parse_answer
 from aullava.datasets import PatternFaces
 from aullava.inference import generate_answers
-from aullava.modeling import AuLlavaConfig, AuLlavaModel
-from aullava.training import load_recipe, train
+from aullava.model.modeling import AuLlavaConfig, AuLlavaModel
+from aullava.training.recipe import load_recipe, train
 from conftest import tiny_model_config
 
 AUS = ["AU1", "AU2", "AU4", "AU6"]

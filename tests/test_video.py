@@ -1,4 +1,4 @@
-"""aullava.video on tiny MJPG AVIs written here: frame count, frame content, damaged and missing files."""
+"""aullava.faces.video on tiny MJPG AVIs written here: frame count, frame content, damaged and missing files."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from aullava.imaging import InputError
-from aullava.video import read_frames, video_frame_count
+from aullava.faces.images import InputError
+from aullava.faces.video import read_frames, video_frame_count
 
 N = 12
 STEP = 20  # frame i is a flat grey of level i * STEP: the decoded content tells which frame we got

@@ -11,9 +11,9 @@ import torch
 
 from aullava.au_catalogue import au_set
 from aullava.datasets import PatternFaces
-from aullava.modeling import AuLlavaModel
-from aullava.training import WARMUP_DIR, train
-from aullava.warmup import _intensity_targets, warm_up_vision
+from aullava.model.modeling import AuLlavaModel
+from aullava.training.recipe import WARMUP_DIR, train
+from aullava.training.vision_stage import _intensity_targets, warm_up_vision
 from conftest import tiny_model_config
 
 AUS = ["AU1", "AU2", "AU4", "AU6"]

@@ -15,8 +15,8 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .answer_format import ALL_FORMATS
-    from .inference import Predictor, to_dataframe
+    from aullava.answer_format import ALL_FORMATS
+    from aullava.inference import Predictor, to_dataframe
 
     formats = args.formats or [f.value for f in ALL_FORMATS]
     with warnings.catch_warnings(record=True) as caught:
@@ -53,7 +53,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _readable(faces, au_set, formats) -> str:
     """One block per face: the AU vector in each requested format."""
-    from .answer_format import AnswerFormat
+    from aullava.answer_format import AnswerFormat
     au_ids = au_set.ids
     lines = []
     for _, row in faces.iterrows():
@@ -68,7 +68,7 @@ def _readable(faces, au_set, formats) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training import load_recipe, train
+    from aullava.training.recipe import load_recipe, train
 
     recipe = load_recipe(args.config, args.set or [])
     trainer = train(recipe, resume=not args.no_resume)
@@ -79,10 +79,10 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import yaml
 
-    from .datasets import read_frames
-    from .evaluation import (BASELINES, baseline_predictions, format_agreement, predict_dataset, read_predictions,
+    from aullava.datasets import read_frames
+    from aullava.eval.predictions import (BASELINES, baseline_predictions, format_agreement, predict_dataset, read_predictions,
                              sample_frames, truth_keys, write_report)
-    from .metrics import evaluate_tables
+    from aullava.eval.metrics import evaluate_tables
 
     spec = yaml.safe_load(Path(args.data).read_text())
     if isinstance(spec, dict) and "data" in spec:  # a training recipe: evaluate its eval (or train) data
@@ -107,9 +107,9 @@ def _eval(args: argparse.Namespace) -> int:
         if args.video:  # a per-video CSV (OpenFace) is compared with that video's frames only
             truth = truth[truth["video"].map(lambda v: isinstance(v, str) and Path(v).name == Path(args.video).name)]
     else:
-        from .datasets import LabelledFaces, frame_source
-        from .inference import load_model
-        from .preprocess import FaceCropCache
+        from aullava.datasets import LabelledFaces, frame_source
+        from aullava.inference import load_model
+        from aullava.faces.crop_cache import FaceCropCache
 
         model = load_model(args.model)
         cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
@@ -139,7 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synth import run_synth
+    from aullava.synth.run import run_synth
 
     summary = run_synth(args.index, args.out, per_image=args.per_image, held_out=args.held_out, seed=args.seed,
                         limit=args.limit, crop_size=args.crop_size, workers=args.workers, progress=not args.quiet,
@@ -152,7 +152,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
-    from .teacher import write_teacher_manifests
+    from aullava.teacher.labeler import write_teacher_manifests
 
     s = write_teacher_manifests(args.index, args.out, held_out=args.held_out, seed=args.seed, synth_dir=args.synth,
                                 progress=not args.quiet)
@@ -166,8 +166,8 @@ def _teacher(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
-    from .assets import asset_report
-    from .inference import default_model_dir
+    from aullava.assets import asset_report
+    from aullava.inference import default_model_dir
 
     for package in ("aullava", "torch", "transformers", "peft", "accelerate", "mediapipe", "safetensors"):
         try:

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .answer_format import ALL_FORMATS, AnswerFormat, parse_answer
-from .au_catalogue import AUSet
-from .decoding import AnswerConstraint, max_answer_tokens
-from .llm import final_logits
-from .modeling import AuLlavaConfig, AuLlavaModel
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.au_catalogue import AUSet
+from aullava.model.decoding import AnswerConstraint, max_answer_tokens
+from aullava.model.llm import final_logits
+from aullava.model.modeling import AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            from .faces import FaceDetector
+            from aullava.faces.detector import FaceDetector
 
             self._detector = FaceDetector(crop_size=self.model.vision_encoder.image_size)
         return self._detector
@@ -157,7 +157,7 @@ class Predictor:
         return bool(self.model.config.trained)
 
     def _faces(self, sources: list[Path | np.ndarray], first_index: int = 0) -> tuple[list[ImageResult], list[tuple]]:
-        from .imaging import InputError, load_image
+        from aullava.faces.images import InputError, load_image
 
         results, crops = [], []
         for index, source in enumerate(sources, start=first_index):
@@ -186,7 +186,7 @@ class Predictor:
         than one chunk of crops in memory."""
         from tqdm.auto import tqdm
 
-        from .imaging import iter_image_paths
+        from aullava.faces.images import iter_image_paths
 
         fmts = [AnswerFormat.parse(f) for f in formats]
         sources: list[Path | np.ndarray] = []

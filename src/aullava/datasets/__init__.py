@@ -21,15 +21,15 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from .base import FormatExpanded, targets_from_continuous
-from .bp4d import read_bp4d
-from .disfa import read_disfa
-from .feafa import read_feafa
-from .labelled import LabelledFaces, MixedDataset, frame_source, labelled_subsets
-from .labels import LabelledFrames, derive_formats, merge
-from .manifest import read_manifest
-from .patterns import PatternFaces
-from .splits import split_frames
+from aullava.datasets.base import FormatExpanded, targets_from_continuous
+from aullava.datasets.bp4d import read_bp4d
+from aullava.datasets.disfa import read_disfa
+from aullava.datasets.feafa import read_feafa
+from aullava.datasets.samples import LabelledFaces, MixedDataset, frame_source, labelled_subsets
+from aullava.datasets.labels import LabelledFrames, derive_formats, merge
+from aullava.datasets.manifest import read_manifest
+from aullava.datasets.patterns import PatternFaces
+from aullava.datasets.splits import split_frames
 
 __all__ = ["FormatExpanded", "LabelledFaces", "LabelledFrames", "MixedDataset", "PatternFaces", "build_dataset",
            "derive_formats", "frame_source", "labelled_subsets", "merge", "read_frames", "targets_from_continuous"]
@@ -62,7 +62,7 @@ def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, ima
     if spec.get("type") == "patterns":
         spec.pop("type")
         return PatternFaces(num_aus=num_aus, image_size=image_size, **spec)
-    from ..preprocess import FaceCropCache
+    from aullava.faces.crop_cache import FaceCropCache
 
     ask = spec.pop("ask", "labelled")
     frames = read_frames(spec)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
 
 
 def targets_from_continuous(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
-from .labels import (LabelledFrames, derive_formats, listdir_set, make_frames, read_csv_rows, relative_name,
+from aullava.au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
+from aullava.datasets.labels import (LabelledFrames, derive_formats, listdir_set, make_frames, read_csv_rows, relative_name,
                      to_number)
 
 __all__ = ["read_bp4d"]

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..au_catalogue import AUSet, au_set as resolve_au_set
-from ..imaging import InputError
-from .labels import DISFA_OCCURRENCE_THRESHOLD, LabelledFrames, derive_formats, make_frames, relative_name
+from aullava.au_catalogue import AUSet, au_set as resolve_au_set
+from aullava.faces.images import InputError
+from aullava.datasets.labels import DISFA_OCCURRENCE_THRESHOLD, LabelledFrames, derive_formats, make_frames, relative_name
 
 __all__ = ["CAMERA_FOLDERS", "read_disfa"]
 
@@ -48,7 +48,7 @@ _AU_FILE_RE = re.compile(r"^(?P<subject>SN\d+)_au(?P<number>\d+)\.txt$", re.IGNO
 
 
 def _frame_count(path: Path) -> int:
-    from ..video import video_frame_count  # verified count (see module docstring)
+    from aullava.faces.video import video_frame_count  # verified count (see module docstring)
 
     return video_frame_count(path)
 

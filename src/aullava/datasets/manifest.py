@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..answer_format import AnswerFormat
-from ..au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
-from .labels import (LabelledFrames, au_columns, au_set_from_names, derive_formats, make_frames, read_csv_rows,
+from aullava.answer_format import AnswerFormat
+from aullava.au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
+from aullava.datasets.labels import (LabelledFrames, au_columns, au_set_from_names, derive_formats, make_frames, read_csv_rows,
                      trailing_number)
 
 __all__ = ["read_manifest"]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .base import targets_from_continuous
+from aullava.datasets.base import targets_from_continuous
 
 
 class PatternFaces(Dataset):

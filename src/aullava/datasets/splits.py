@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .labels import LabelledFrames
+from aullava.datasets.labels import LabelledFrames
 
 __all__ = [
     "BP4D_PARTS",

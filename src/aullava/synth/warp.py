@@ -1,5 +1,5 @@
-"""The piecewise-affine face warp of `aullava.synth` (step 3 of its pipeline; steps 1 and 2, the AU → mesh model and
-the model → photo mapping, are `aullava.mesh_model`).
+"""The piecewise-affine face warp of `aullava.synth.run` (step 3 of its pipeline; steps 1 and 2, the AU → mesh model and
+the model → photo mapping, are `aullava.synth.mesh_model`).
 
 3. **Warp.** Target landmarks = photo landmarks + mapped displacement. The source landmarks plus a ring of fixed
    points around the face region are Delaunay-triangulated; a displacement that would flip a triangle (e.g. an upper
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from aullava.mesh_model import AUMeshModel, default_model, map_displacement
+from aullava.synth.mesh_model import AUMeshModel, default_model, map_displacement
 
 __all__ = [
     "SynthResult",

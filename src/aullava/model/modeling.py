@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .answer_format import ALL_FORMATS, AnswerFormat, serialize_answer
-from .au_catalogue import AUSet, au_set as resolve_au_set
-from .encoder import build_vision_encoder
-from .llm import build_llm, final_logits
-from .projector import build_projector
-from .prompts import TEMPLATE_VERSION, build_prompt
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, serialize_answer
+from aullava.au_catalogue import AUSet, au_set as resolve_au_set
+from aullava.model.encoder import build_vision_encoder
+from aullava.model.llm import build_llm, final_logits
+from aullava.model.projector import build_projector
+from aullava.model.prompts import TEMPLATE_VERSION, build_prompt
 
 CONFIG_NAME = "config.json"
 PROJECTOR_NAME = "projector.safetensors"
@@ -262,7 +262,7 @@ class AuLlavaModel(nn.Module):
     def answer_vocabulary_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids an answer can consist of (+ EOS), and a map from token id to its row in that list."""
         if not hasattr(self, "_answer_vocab"):
-            from .decoding import answer_vocabulary
+            from aullava.model.decoding import answer_vocabulary
 
             ids = sorted({i for i, _ in answer_vocabulary(self.tokenizer)} | {self.tokenizer.eos_token_id})
             device = self.projector.weight.device if hasattr(self.projector, "weight") else None

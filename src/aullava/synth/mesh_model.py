@@ -1,5 +1,5 @@
-"""The AU → mesh model of `aullava.synth`: py-feat's AU→mesh PLS model, its regional masks, and the mapping of a
-model displacement onto a photo (steps 1 and 2 of the synthesis pipeline; step 3, the warp, is `aullava.warp`).
+"""The AU → mesh model of `aullava.synth.run`: py-feat's AU→mesh PLS model, its regional masks, and the mapping of a
+model displacement onto a photo (steps 1 and 2 of the synthesis pipeline; step 3, the warp, is `aullava.synth.warp`).
 
 1. **AU → mesh.** py-feat's AU→mesh PLS model (``resources/au_to_mesh_pls_v4.npz``, MIT) is a linear map from 20
    AU intensities + 3 pose angles to the 478 MediaPipe face-mesh vertices: ``mesh = intercept + x @ coef``.
@@ -66,7 +66,7 @@ __all__ = [
 
 MODEL_FILE = "au_to_mesh_pls_v4.npz"
 N_VERTICES = 478
-# MediaPipe face-mesh eye corners (same indices as aullava.faces): the model's eye-centre distance is the unit of
+# MediaPipe face-mesh eye corners (same indices as aullava.faces.detector): the model's eye-centre distance is the unit of
 # the regional masks
 _EYE_CORNERS = ((33, 133), (362, 263))
 

@@ -19,8 +19,8 @@ import yaml
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .datasets import FormatExpanded, build_dataset
-from .modeling import CONFIG_NAME, AuLlavaConfig, AuLlavaModel
+from aullava.datasets import FormatExpanded, build_dataset
+from aullava.model.modeling import CONFIG_NAME, AuLlavaConfig, AuLlavaModel
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _vision_warmup(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Pat
         log.info("vision warm-up: loading %s", directory)
         model.load_trainable(directory)
         return
-    from .warmup import warm_up_vision
+    from aullava.training.vision_stage import warm_up_vision
 
     losses, _ = warm_up_vision(model, trainer.train_dataset.base, steps=int(spec["steps"]),
                                batch_size=int(spec.get("batch_size", 32)),

@@ -1,9 +1,9 @@
 """MediaPipe's 52 blendshapes as a fast, weak AU teacher: a documented blendshape → FACS mapping, calibrated on
 synthetic faces with exact labels.
 
-Why: the default model must be trained without any AU-labelled dataset. `aullava.synth` gives exact labels but only
+Why: the default model must be trained without any AU-labelled dataset. `aullava.synth.run` gives exact labels but only
 for geometry warped onto neutral faces; real expressive photos have no labels at all. MediaPipe's Face Landmarker
-(already run for alignment, `aullava.faces`) also scores 52 ARKit-style blendshapes in ~10 ms. Several of them are
+(already run for alignment, `aullava.faces.detector`) also scores 52 ARKit-style blendshapes in ~10 ms. Several of them are
 named after the same muscle movements as FACS Action Units, so a mapping gives *teacher labels* for real photos
 and a cheap "MediaPipe-mapping baseline" for evaluation. Blendshape scores are not FACS intensities, though: their
 zero points and scales differ per shape (``eyeSquint`` is ~0.45 on a neutral face, ``browDown`` 0.1–0.35), so each
@@ -26,12 +26,12 @@ calibration removes. Choices beyond the obvious name matches (the reasons are in
   them on every face (≤ 0.0004 over 3,861 real photos): the teacher is **blind** to AU6 and AU9 and answers NaN
   ("not labelled"), never a confident 0. ``eyeSquint`` (orbicularis oculi) goes to AU7.
 
-**Calibration** (fitted by `aullava.calibration`: `fit_monotone`, `build_calibration`, `calibrate`): per AU, a
+**Calibration** (fitted by `aullava.teacher.calibration`: `fit_monotone`, `build_calibration`, `calibrate`): per AU, a
 non-decreasing piecewise-linear map raw score → intensity in [0, 1] (`apply_monotone`), the conditional median of
 the exact intensity of synthetic warps given the raw score; it is bundled as ``resources/teacher_calibration.json``
 (`load_calibration`) with each AU's held-out agreement and status: ``blind`` (AU6, AU9), ``unverified`` (no
 synthetic evidence the teacher sees it) or ``calibrated``. The teacher answers NaN ("not labelled") for blind and,
-by default, unverified AUs. The method, the status rules and the reasons are in `aullava.calibration`.
+by default, unverified AUs. The method, the status rules and the reasons are in `aullava.teacher.calibration`.
 
 **Limits** (read the held-out scores before trusting an AU): the warps change geometry only — no wrinkles, no
 teeth, no dark mouth interior — and MediaPipe reacts to geometry-only movement weakly (0.1–0.3 score per unit
@@ -87,15 +87,15 @@ __all__ = [
     "write_teacher_manifests",
 ]
 
-# Fitting lives in `aullava.calibration`, which imports this module; its public names are re-exported here lazily
-# (PEP 562) so that `from aullava.teacher import fit_monotone` keeps working without an import cycle.
+# Fitting lives in `aullava.teacher.calibration`, which imports this module; its public names are re-exported here lazily
+# (PEP 562) so that `from aullava.teacher.labeler import fit_monotone` keeps working without an import cycle.
 _FROM_CALIBRATION = frozenset({"BLIND_MAX", "MIN_AUC", "VISIBLE", "build_calibration", "calibrate",
                                "evaluate_agreement", "fit_monotone", "pava"})
 
 
 def __getattr__(name: str):
     if name in _FROM_CALIBRATION:
-        from aullava import calibration
+        from aullava.teacher import calibration
 
         return getattr(calibration, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -220,8 +220,8 @@ def detect_blendshapes(paths: Sequence[str | os.PathLike], detector=None, *, on_
     """
     from tqdm.auto import tqdm
 
-    from aullava.faces import FaceDetector, align_face
-    from aullava.imaging import load_image
+    from aullava.faces.detector import FaceDetector, align_face
+    from aullava.faces.images import load_image
 
     own = detector is None
     detector = detector or FaceDetector(crop_size=TEACHER_CROP)
@@ -382,7 +382,7 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
     the split agrees with the synthetic one: identities held out there are held out here, and identities trained
     on there are never held out here, so one held-out set serves both data sources. Returns the counts.
     """
-    from aullava.synth import _read_index, split_identities
+    from aullava.synth.run import _read_index, split_identities
 
     out = Path(out_dir)
     rows = _read_index(Path(index_csv).resolve())

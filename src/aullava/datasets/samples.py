@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from ..answer_format import ALL_FORMATS, AnswerFormat
-from ..au_catalogue import AUSet
-from .labels import LabelledFrames, au_columns
+from aullava.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.au_catalogue import AUSet
+from aullava.datasets.labels import LabelledFrames, au_columns
 
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .assets import GEMMA_ASSET, gemma_dir
+from aullava.assets import GEMMA_ASSET, gemma_dir
 
 
 def resolve_llm_path(name_or_path: str) -> str:

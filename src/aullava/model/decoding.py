@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 from transformers import LogitsProcessor
 
-from .answer_format import ANSWER_CHARS, AnswerFormat, is_complete, is_valid_prefix
+from aullava.answer_format import ANSWER_CHARS, AnswerFormat, is_complete, is_valid_prefix
 
 
 BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .answer_format import AnswerFormat, serialize_answer
-from .au_catalogue import AUSet
+from aullava.answer_format import AnswerFormat, serialize_answer
+from aullava.au_catalogue import AUSet
 
 TEMPLATE_VERSION = "aullava-prompt-v2"  # v2: a two-value example instead of a full-length one (shorter)
 PROMPT_STYLES = ("full", "short")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .answer_format import AnswerFormat
+from aullava.answer_format import AnswerFormat
 
 log = logging.getLogger(__name__)
 

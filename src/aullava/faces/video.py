@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aullava.imaging import InputError
+from aullava.faces.images import InputError
 
 SEEK_GAP = 120
 """Forward jumps longer than this many frames are done by seeking; shorter ones by decoding and discarding frames,

@@ -50,12 +50,12 @@ import numpy as np
 from tqdm import tqdm
 
 from aullava.assets import aullava_home
-from aullava.faces import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector
-from aullava.imaging import MAX_SIDE, InputError, load_image
-from aullava.video import frame_name, read_frames, video_frame_count
+from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector
+from aullava.faces.images import MAX_SIDE, InputError, load_image
+from aullava.faces.video import frame_name, read_frames, video_frame_count
 
 ALIGN_VERSION = 1
-"""Bump when `aullava.faces` changes how crops are made in a way the template constants in the key do not capture
+"""Bump when `aullava.faces.detector` changes how crops are made in a way the template constants in the key do not capture
 (landmark model, warping, face choice): every cached crop is then rebuilt."""
 
 VIDEO_CHUNK = 256

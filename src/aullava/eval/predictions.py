@@ -35,8 +35,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from .answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, binary_from_discrete
-from .metrics import FORMAT_METRICS, resolve_au_set
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, binary_from_discrete
+from aullava.eval.metrics import FORMAT_METRICS, resolve_au_set
 
 __all__ = ["PredictionTable", "read_predictions", "normalize_predictions", "one_face_per_key", "write_report",
            "report_markdown"]
@@ -312,9 +312,9 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     import torch
     from tqdm.auto import tqdm
 
-    from .answer_format import parse_answer
-    from .datasets.labels import au_columns
-    from .inference import generate_answers
+    from aullava.answer_format import parse_answer
+    from aullava.datasets.labels import au_columns
+    from aullava.inference import generate_answers
 
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
     out = faces.table[keys].copy()
@@ -359,7 +359,7 @@ BASELINES = {"mediapipe": "MediaPipe blendshapes, calibrated mapping",
 
 def baseline_predictions(kind: str, images: Sequence[str], progress: bool = True) -> pd.DataFrame:
     """The MediaPipe-mapping baseline on the same images, as a prediction table (keys: `image`)."""
-    from .teacher import Teacher
+    from aullava.teacher.labeler import Teacher
 
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}; expected one of {sorted(BASELINES)}")

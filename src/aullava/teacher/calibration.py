@@ -1,4 +1,4 @@
-"""Fitting the MediaPipe-blendshape teacher's calibration (`aullava.teacher`) on synthetic faces with exact labels.
+"""Fitting the MediaPipe-blendshape teacher's calibration (`aullava.teacher.labeler`) on synthetic faces with exact labels.
 
 **Calibration** (`fit_monotone`, `build_calibration`, `calibrate`): per AU, a non-decreasing piecewise-linear map
 raw score → intensity in [0, 1], fitted by isotonic regression (pool-adjacent-violators over equal-count quantile
@@ -21,8 +21,8 @@ AU15: the warps give no evidence the teacher sees them, their map is a prior), e
 answers NaN ("not labelled") for blind and, by default, unverified AUs — a NaN label leaves the AU to the other
 data source instead of teaching a confident guess.
 
-The runtime side (the mapping, `apply_monotone`, `load_calibration`, `Teacher`) lives in `aullava.teacher`; this
-module imports from it, never the other way at import time (`aullava.teacher` re-exports these names lazily).
+The runtime side (the mapping, `apply_monotone`, `load_calibration`, `Teacher`) lives in `aullava.teacher.labeler`; this
+module imports from it, never the other way at import time (`aullava.teacher.labeler` re-exports these names lazily).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from aullava.answer_format import binary_from_continuous
-from aullava.teacher import (COLUMNS, DEFAULT_AUS, MAPPING, PRESENCE_THRESHOLD, Teacher, _raw_matrix,
+from aullava.teacher.labeler import (COLUMNS, DEFAULT_AUS, MAPPING, PRESENCE_THRESHOLD, Teacher, _raw_matrix,
                              detect_blendshapes)
 
 __all__ = [
@@ -165,7 +165,7 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
 def evaluate_agreement(pred: np.ndarray, truth: np.ndarray, threshold: float = PRESENCE_THRESHOLD) -> dict:
     """Agreement of continuous predictions with continuous labels: F1 of presence (x >= threshold on both sides,
     `metrics.f1_score`'s zero-division rule), MAE, and AUC of the prediction as a presence score."""
-    from aullava.metrics import f1_score, mae
+    from aullava.eval.metrics import f1_score, mae
 
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     ok = np.isfinite(pred) & np.isfinite(truth)

@@ -8,9 +8,9 @@ why this data is meant to supplement real AU data, not replace it.
 
 Pipeline (one synthetic image):
 
-1. **AU → mesh** and 2. **model → photo**: `aullava.mesh_model` (py-feat's PLS model, regional masks, a 3-D
+1. **AU → mesh** and 2. **model → photo**: `aullava.synth.mesh_model` (py-feat's PLS model, regional masks, a 3-D
    similarity to the photo's landmarks);
-3. **warp**: `aullava.warp` (piecewise-affine warp of the face region).
+3. **warp**: `aullava.synth.warp` (piecewise-affine warp of the face region).
 
 Known limits: opening the mouth (AU25/26) stretches the lips' skin over the gap — no teeth, no dark mouth
 interior; wrinkles and furrows (AU1/2 forehead lines, AU4 glabella, AU9 nose wrinkles, AU6 crow's feet) and
@@ -39,9 +39,9 @@ import cv2
 import numpy as np
 
 from aullava.au_catalogue import au_set, normalize_au_id
-from aullava.mesh_model import (_EYE_CORNERS, AU_REGIONS, MODEL_FILE, AUMeshModel, default_model, face_pose,
+from aullava.synth.mesh_model import (_EYE_CORNERS, AU_REGIONS, MODEL_FILE, AUMeshModel, default_model, face_pose,
                                 fit_similarity, map_displacement)
-from aullava.warp import SynthResult, remove_folds, warp_face, warp_image
+from aullava.synth.warp import SynthResult, remove_folds, warp_face, warp_image
 
 __all__ = [
     "AU_REGIONS",
@@ -293,8 +293,8 @@ def _write_image(path: Path, image: np.ndarray, ext: str) -> None:
 def _synthesize_source(detector, settings: _Settings, source: str, path: str, identity: str
                        ) -> tuple[list[dict], str | None]:
     """Detect, check and warp one photo; returns (records of the images written, skip reason or None)."""
-    from aullava.faces import EYE_DISTANCE, align_face
-    from aullava.imaging import load_image
+    from aullava.faces.detector import EYE_DISTANCE, align_face
+    from aullava.faces.images import load_image
 
     try:
         image = load_image(path)
@@ -344,7 +344,7 @@ _WORKER: tuple | None = None
 
 def _init_worker(settings: _Settings) -> None:
     global _WORKER
-    from aullava.faces import FaceDetector
+    from aullava.faces.detector import FaceDetector
 
     _WORKER = (settings, FaceDetector(crop_size=settings.crop_size))
 
@@ -506,7 +506,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
 
     try:
         if workers == 1 or len(todo) <= 1:
-            from aullava.faces import FaceDetector
+            from aullava.faces.detector import FaceDetector
 
             with FaceDetector(crop_size=crop_size) as detector:
                 saved, _WORKER = _WORKER, (settings, detector)

@@ -48,7 +48,7 @@ class EfficientNetLite0Encoder(VisionEncoder):
         if pretrained:
             from safetensors.torch import load_file
 
-            from .assets import efficientnet_lite0_weights
+            from aullava.assets import efficientnet_lite0_weights
 
             self.backbone.load_state_dict(load_file(str(efficientnet_lite0_weights())))
         del self.backbone._fc  # the ImageNet classifier is never used

@@ -1,0 +1,1 @@
+"""Evaluation: per-AU metrics, prediction tables from aullava and other tools, reports."""
