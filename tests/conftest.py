@@ -46,7 +46,7 @@ def tiny_llm_spec(tokenizer_dir, model_type: str = "gemma3_text") -> dict:
 
 def tiny_model_config(tokenizer_dir, vision: str = "efficientnet", llm: str = "gemma3_text", au_set="bp4d",
                       prompt_style: str = "short"):
-    from aullava.model.modeling import AuLlavaConfig
+    from aullava.model.config import AuLlavaConfig
 
     if vision == "efficientnet":
         vision_spec = {"type": "efficientnet-lite0", "pretrained": False, "image_size": 64, "token_grid": 2}

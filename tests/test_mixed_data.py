@@ -18,7 +18,8 @@ from PIL import Image
 from aullava.cli import main
 from aullava.datasets import FormatExpanded, build_dataset
 from aullava.model.modeling import AuLlavaModel
-from aullava.training.recipe import AuLlavaCollator, train
+from aullava.training.recipe import train
+from aullava.training.trainer import AuLlavaCollator
 from conftest import tiny_model_config
 from fixtures_datasets import make_bp4d, make_disfa, make_feafa_csv
 
@@ -88,8 +89,8 @@ def test_masked_labels_never_reach_the_loss(mixed, char_tokenizer_dir):
         width = 4 if example["format"] == "continuous" else 1
         # supervised characters: brackets + separators + exactly the labelled values, nothing of a masked value
         assert len(text) == 2 + 2 * (len(values) - 1) + width * int(mask.sum()), (example["format"], text)
-        prefix, question = model.prompt_ids(example["format"], example["au_set"])
-        start = len(prefix) + model.num_image_tokens + len(question)
+        prefix, question = model.processor.prompt_ids(example["format"], example["au_set"])
+        start = len(prefix) + model.processor.num_image_tokens + len(question)
         answer = model.tokenizer.decode(batch["input_ids"][0][start:-1].tolist())
         written = answer[1:-1].split(", ")
         assert all(w in ("0", "0.00") for w, m in zip(written, mask) if not m)  # a masked value enters as 0

@@ -8,9 +8,9 @@ import torch
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
-from aullava.inference import generate_answers
+from aullava.model.generation import generate_answers
 from aullava.model.modeling import AuLlavaModel
-from aullava.training.recipe import AuLlavaCollator
+from aullava.training.trainer import AuLlavaCollator
 from conftest import tiny_model_config
 
 VARIANTS = [("efficientnet", "gemma3_text"), ("clip", "llama")]
@@ -55,7 +55,7 @@ def test_labels_cover_only_the_answer(tiny_model):
         text = tok.decode(answer_ids[:-1])
         parse_answer(text, fmt, len(tiny_model.au_set))  # the supervised tokens are exactly one canonical answer
         assert not torch.any((labels != -100) & (batch["image_mask"][row] == 1))
-    assert int(batch["image_mask"][0].sum()) == tiny_model.num_image_tokens
+    assert int(batch["image_mask"][0].sum()) == tiny_model.processor.num_image_tokens
 
 
 def test_masked_aus_never_reach_the_loss(tiny_model):
@@ -127,8 +127,8 @@ def test_mixed_formats_in_one_batch(tiny_model):
 
 def test_invalid_tuning_mode_is_rejected(char_tokenizer_dir):
     config = tiny_model_config(char_tokenizer_dir)
-    config.tuning = {"vision": "lora", "llm": "partial"}
     with pytest.raises(ValueError, match="tuning.llm"):
+        config.tuning = {"vision": "lora", "llm": "partial"}
         AuLlavaModel(config)
 
 
@@ -149,7 +149,7 @@ def _reference_answers(model, crops, formats):
     """The plain way: `generate()` over the whole left-padded prompt, no shared prefix cache."""
     from aullava.model.decoding import AnswerConstraint, max_answer_tokens
 
-    examples = [model.encode_example(f) for f in formats]
+    examples = [model.processor.encode_example(f) for f in formats]
     length = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), length), model.tokenizer.pad_token_id)
     attention, image_mask = torch.zeros_like(ids), torch.zeros_like(ids)
@@ -185,7 +185,7 @@ def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
                 for i, fmt in enumerate(["binary", "discrete", "continuous", "continuous"])]
     full = AuLlavaCollator(tiny_model)(features)
     shared = AuLlavaCollator(tiny_model, share_prefix=True)(features)
-    prefix = tiny_model.prompt_ids("binary")[0]
+    prefix = tiny_model.processor.prompt_ids("binary")[0]
     assert shared["prefix_ids"].tolist() == [prefix]
     assert shared["input_ids"].shape[1] == full["input_ids"].shape[1] - len(prefix)
     with torch.no_grad():
@@ -214,7 +214,7 @@ def test_answer_vocabulary_loss_is_the_constrained_objective(char_tokenizer_dir)
         full = model(**batch)
         model.config.loss_vocabulary = "answer"
         restricted = model(**batch)
-    vocabulary, _ = model.answer_vocabulary_ids()
+    vocabulary, _ = model.processor.answer_vocabulary_ids()
     keep = batch["labels"][:, 1:] != -100
     targets = batch["labels"][:, 1:][keep]
     expected = torch.nn.functional.cross_entropy(full["logits"][:, vocabulary],
@@ -229,7 +229,7 @@ def test_present_weight_weights_the_tokens_of_present_values(char_tokenizer_dir)
     config = tiny_model_config(char_tokenizer_dir, au_set=["AU1", "AU2", "AU4"])
     config.present_weight = 3.0
     model = AuLlavaModel(config)
-    example = model.encode_example("continuous", [0.35, 0.0, 1.0], [True, True, False])
+    example = model.processor.encode_example("continuous", [0.35, 0.0, 1.0], [True, True, False])
     supervised = [i for i, label in enumerate(example["labels"]) if label != -100]
     chars = [model.tokenizer.decode([example["labels"][i]]) for i in supervised[:-1]] + ["EOS"]
     assert chars == list("[0.35, 0.00, ]") + ["EOS"]  # the unlabelled AU4 is written as 0, not supervised
@@ -251,7 +251,7 @@ def test_present_weight_weights_the_tokens_of_present_values(char_tokenizer_dir)
 
 def test_llm_layers_limits_lora_to_those_layers(char_tokenizer_dir, tmp_path):
     config = tiny_model_config(char_tokenizer_dir)
-    config.lora = {**config.lora, "llm_targets": ["q_proj", "down_proj"], "llm_layers": [1]}
+    config.lora = {**config.lora.to_dict(), "llm_targets": ["q_proj", "down_proj"], "llm_layers": [1]}
     model = AuLlavaModel(config)
     llm = [n for n in model.lora_module_names() if n.startswith("language_model.")]
     assert sorted(n.split("layers.")[1] for n in llm) == ["1.mlp.down_proj", "1.self_attn.q_proj"]

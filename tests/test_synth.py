@@ -12,8 +12,10 @@ import pytest
 
 from aullava.synth import mesh_model
 from aullava.au_catalogue import au_set
-from aullava.synth.run import (AUMeshModel, map_displacement, neutral_check, remove_folds, run_synth, sample_aus,
-                           split_identities, warp_face, warp_image)
+from aullava.synth.mesh_model import AUMeshModel, map_displacement
+from aullava.synth.run import run_synth, split_identities
+from aullava.synth.sampling import neutral_check, sample_aus
+from aullava.synth.warp import remove_folds, warp_face, warp_image
 
 MOUTH_CORNERS = (61, 291)  # subject's right (image left), subject's left (image right)
 CHIN, UPPER_LIP, LOWER_LIP = 152, 13, 14

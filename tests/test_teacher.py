@@ -14,8 +14,8 @@ import pytest
 
 from aullava.teacher import labeler as T
 from aullava.au_catalogue import au_set
-from aullava.teacher.labeler import (DEFAULT_AUS, MAPPING, Teacher, apply_monotone, fit_monotone, load_calibration, pava,
-                             raw_scores)
+from aullava.teacher.calibration import fit_monotone, pava
+from aullava.teacher.labeler import DEFAULT_AUS, MAPPING, Teacher, apply_monotone, load_calibration, raw_scores
 
 AU_COLUMNS = au_set("default").openface_columns("")
 
@@ -26,7 +26,7 @@ def warps(astronaut_path, detector, tmp_path_factory):
     import cv2
 
     from aullava.faces.images import load_image
-    from aullava.synth.run import warp_face
+    from aullava.synth.warp import warp_face
 
     folder = tmp_path_factory.mktemp("teacher")
     image = load_image(astronaut_path)
@@ -222,7 +222,7 @@ def test_write_teacher_manifests_split_agrees_with_synth(astronaut_path, tmp_pat
 
     from aullava.cli import main
     from aullava.datasets import read_manifest
-    from aullava.teacher.labeler import write_teacher_manifests
+    from aullava.teacher.manifests import write_teacher_manifests
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -12,7 +12,7 @@ import torch
 from aullava.au_catalogue import au_set
 from aullava.datasets import PatternFaces
 from aullava.model.modeling import AuLlavaModel
-from aullava.training.recipe import WARMUP_DIR, train
+from aullava.training.recipe import VISION_STAGE_DIR, train
 from aullava.training.vision_stage import _intensity_targets, warm_up_vision
 from conftest import tiny_model_config
 
@@ -58,12 +58,12 @@ def test_training_runs_the_warm_up_once(char_tokenizer_dir, tmp_path):
     config = tiny_model_config(char_tokenizer_dir, vision="clip", au_set=AUS)
     config.tuning = {"vision": "lora", "llm": "full"}
     out = tmp_path / "run"
-    recipe = {"model": asdict(config), "warmup": {"steps": 5, "batch_size": 8},
+    recipe = {"model": asdict(config), "vision_stage": {"steps": 5, "batch_size": 8},
               "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
               "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 2,
                            "use_cpu": True, "disable_tqdm": True, "report_to": []}}
     train(recipe, resume=False)
-    warm = out / WARMUP_DIR
+    warm = out / VISION_STAGE_DIR
     assert (warm / "projector.safetensors").is_file()
     stamp = (warm / "projector.safetensors").stat().st_mtime_ns
     train({**recipe, "training": {**recipe["training"], "output_dir": str(out)}}, resume=False)
@@ -75,16 +75,16 @@ def test_frozen_parts_keep_their_warm_up_weights(char_tokenizer_dir, tmp_path):
 
     config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
     out = tmp_path / "run"
-    recipe = {"model": asdict(config), "warmup": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
+    recipe = {"model": asdict(config), "vision_stage": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
               "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
               "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 3,
                            "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
     train(recipe, resume=False)
-    warm, final = out / WARMUP_DIR, out
+    warm, final = out / VISION_STAGE_DIR, out
     for name in ("projector.safetensors", "adapter_model.safetensors"):
         before, after = load_file(str(warm / name)), load_file(str(final / name))
         for key, tensor in before.items():
             moved = not torch.equal(tensor, after[key])
             assert moved == key.startswith("language_model."), key
     with pytest.raises(ValueError, match="unknown parts"):
-        train({**recipe, "warmup": {**recipe["warmup"], "freeze": ["llm"]}}, resume=False)
+        train({**recipe, "vision_stage": {**recipe["vision_stage"], "freeze": ["llm"]}}, resume=False)

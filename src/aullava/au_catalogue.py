@@ -156,7 +156,7 @@ def catalogue() -> dict[str, ActionUnit]:
     return dict(_catalogue())
 
 
-def _lookup(au_id: str, extra: Mapping[str, ActionUnit] | None = None) -> ActionUnit | None:
+def lookup_au(au_id: str, extra: Mapping[str, ActionUnit] | None = None) -> ActionUnit | None:
     """Find a canonical id in ``extra`` (user definitions, which win) then the catalogue. Also tries the other
     prefix (so ``19`` finds ``AD19``) and derives a one-sided variant from its bilateral entry."""
     cat = _catalogue()
@@ -172,7 +172,7 @@ def _lookup(au_id: str, extra: Mapping[str, ActionUnit] | None = None) -> Action
         if other in table:
             return table[other]
     if side:
-        base = _lookup(f"{prefix}{number}", extra)
+        base = lookup_au(f"{prefix}{number}", extra)
         if base is not None and base.side is None:
             return ActionUnit(id=f"{base.id}{side}", number=base.number, side=side,
                               name=f"{_SIDE_WORD[side]} {base.name}",
@@ -190,7 +190,7 @@ def action_unit(au_id: str | int) -> ActionUnit:
         canon = normalize_au_id(au_id)
     except ValueError as exc:
         raise KeyError(str(exc)) from None
-    au = _lookup(canon)
+    au = lookup_au(canon)
     if au is None:
         known = ", ".join(sorted(_catalogue(), key=_sort_key))
         raise KeyError(
@@ -298,7 +298,7 @@ class AUSet:
                 aus.append(_parse_au(item, f"AU set {set_name!r}", strict=False))
                 continue
             canon = _canonical(item)
-            au = _lookup(canon, extra)
+            au = lookup_au(canon, extra)
             if au is None:
                 raise KeyError(
                     f"AU set {set_name!r}: unknown action unit {canon!r}; define it inline "

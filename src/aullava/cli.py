@@ -13,8 +13,6 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from aullava.answer_format import ALL_FORMATS
     from aullava.inference import Predictor, to_dataframe
 
@@ -31,8 +29,8 @@ def _predict(args: argparse.Namespace) -> int:
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
-    table = to_dataframe(results, predictor.model.au_set, formats)
     if args.out:
+        table = to_dataframe(results, predictor.model.au_set, formats)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".json":
@@ -40,30 +38,28 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             table.to_csv(out, index=False)
         print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
-    if not args.quiet or not args.out:
-        faces = table[table["face"] >= 0] if len(table) else table
-        if len(faces):
-            with pd.option_context("display.max_columns", None, "display.width", 250):
-                print(_readable(faces, predictor.model.au_set, formats))
+    if (not args.quiet or not args.out) and any(r.faces for r in results):
+        print(_readable(results, predictor.model.au_set, formats))
     failed = sum(1 for r in results if r.error)
     if failed:
         print(f"{failed} of {len(results)} inputs failed", file=sys.stderr)
     return EXIT_SOME_FAILED if failed or not results else EXIT_OK
 
 
-def _readable(faces, au_set, formats) -> str:
-    """One block per face: the AU vector in each requested format."""
+def _readable(results, au_set, formats) -> str:
+    """One block per face: the AU vector in each requested format, from the results themselves."""
     from aullava.answer_format import AnswerFormat
-    au_ids = au_set.ids
+
     lines = []
-    for _, row in faces.iterrows():
-        box = ", ".join(f"{row[k]:.0f}" for k in ("x0", "y0", "x1", "y1"))
-        lines.append(f"{row['file']}  face {row['face']}  box [{box}]")
-        lines.append("  " + "AU".ljust(12) + " ".join(a.rjust(5) for a in au_ids))
-        for fmt in map(AnswerFormat.parse, formats):
-            cells = [row[c] for c in au_set.openface_columns(fmt.column_suffix)]
-            text = " ".join((f"{v:.2f}" if fmt is AnswerFormat.CONTINUOUS else str(int(v))).rjust(5) for v in cells)
-            lines.append("  " + fmt.value.ljust(12) + text)
+    for result in results:
+        for face in result.faces:
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            lines.append(f"{result.file}  face {face.face}  box [{box}]")
+            lines.append("  " + "AU".ljust(12) + " ".join(a.rjust(5) for a in au_set.ids))
+            for fmt in map(AnswerFormat.parse, formats):
+                cells = face.values[fmt.value]
+                text = " ".join((f"{v:.2f}" if fmt is AnswerFormat.CONTINUOUS else str(int(v))).rjust(5) for v in cells)
+                lines.append("  " + fmt.value.ljust(12) + text)
     return "\n".join(lines)
 
 
@@ -80,7 +76,8 @@ def _eval(args: argparse.Namespace) -> int:
     import yaml
 
     from aullava.datasets import read_frames
-    from aullava.eval.predictions import (BASELINES, baseline_predictions, format_agreement, predict_dataset, read_predictions,
+    from aullava.teacher.labeler import BASELINES, baseline_predictions
+    from aullava.eval.predictions import (format_agreement, predict_dataset, read_predictions,
                              sample_frames, truth_keys, write_report)
     from aullava.eval.metrics import evaluate_tables
 
@@ -152,7 +149,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
-    from aullava.teacher.labeler import write_teacher_manifests
+    from aullava.teacher.manifests import write_teacher_manifests
 
     s = write_teacher_manifests(args.index, args.out, held_out=args.held_out, seed=args.seed, synth_dir=args.synth,
                                 progress=not args.quiet)

@@ -19,9 +19,9 @@ import torch
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet
-from aullava.model.decoding import AnswerConstraint, max_answer_tokens
-from aullava.model.llm import final_logits
-from aullava.model.modeling import AuLlavaConfig, AuLlavaModel
+from aullava.model.config import AuLlavaConfig
+from aullava.model.generation import generate_answers
+from aullava.model.modeling import AuLlavaModel
 
 log = logging.getLogger(__name__)
 
@@ -64,73 +64,6 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
                   "EfficientNet-Lite0, random projector); its AU values are meaningless", stacklevel=2)
     torch.manual_seed(0)  # the untrained projector is at least reproducible
     return AuLlavaModel(AuLlavaConfig()).eval()
-
-
-@torch.no_grad()
-def generate_answers(model: AuLlavaModel, crops: torch.Tensor, formats: Sequence[AnswerFormat],
-                     au_sets: Sequence[AUSet] | None = None) -> list[str]:
-    """One constrained greedy answer per row; `crops` are uint8 (B, S, S, 3) aligned faces, one format (and
-    optionally one AU set to ask; default the model's) per row.
-
-    Rows asking the same AU set share its fixed description: its key/value cache is computed once and repeated
-    over the rows, so each row only runs its image tokens, its format question and its answer."""
-    formats = [AnswerFormat.parse(f) for f in formats]
-    au_sets = list(au_sets) if au_sets is not None else [model.au_set] * len(formats)
-    groups: dict[tuple, list[int]] = {}
-    for row, au_set in enumerate(au_sets):
-        groups.setdefault((au_set.name, au_set.ids), []).append(row)
-    texts: list[str] = [""] * len(formats)
-    for rows in groups.values():
-        answers = _generate_with_shared_prefix(model, crops[rows], [formats[r] for r in rows], au_sets[rows[0]])
-        for row, text in zip(rows, answers):
-            texts[row] = text
-    return texts
-
-
-def _generate_with_shared_prefix(model: AuLlavaModel, crops: torch.Tensor, formats: list[AnswerFormat],
-                                 au_set: AUSet) -> list[str]:
-    lm, tok = model.language_model, model.tokenizer
-    decoder = lm.get_decoder()
-    device = next(model.parameters()).device
-    prefix = model.prompt_ids(formats[0], au_set)[0]
-    rows = len(formats)
-    cache = model.prefix_cache(torch.tensor([prefix], device=device), rows)
-
-    # after the prefix: image placeholders + question, padded on the left so every answer starts in one column
-    tails = [[model.image_token_id] * model.num_image_tokens + model.prompt_ids(f, au_set)[1] for f in formats]
-    width = max(len(t) for t in tails)
-    tail_ids = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
-    tail_mask = torch.zeros((rows, width), dtype=torch.long)
-    image_mask = torch.zeros((rows, width), dtype=torch.long)
-    for row, tail in enumerate(tails):
-        tail_ids[row, width - len(tail):] = torch.tensor(tail)
-        tail_mask[row, width - len(tail):] = 1
-        image_mask[row, width - len(tail):width - len(tail) + model.num_image_tokens] = 1
-    attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1).to(device)
-    positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix)).to(device)
-    embeds = model.embed(crops.to(device), tail_ids.to(device), image_mask.to(device))
-    hidden = decoder(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                     use_cache=True).last_hidden_state[:, -1]
-
-    # Only tokens an answer can use are ever allowed, so only their logits are computed (the argmax over the
-    # allowed tokens is the same; the LM head over Gemma's 262k-entry vocabulary would dominate every step).
-    eos = tok.eos_token_id
-    constraint = AnswerConstraint(tok, formats, len(au_set), eos)
-    vocabulary = model.answer_vocabulary_ids()[0]
-    generated = torch.empty((rows, 0), dtype=torch.long, device=device)
-    next_position = positions[:, -1:] + 1
-    for _ in range(max_answer_tokens(len(au_set))):
-        scores = torch.full((rows, len(tok) + 1), float("-inf"), device=device)
-        scores[:, vocabulary] = final_logits(lm, hidden, vocabulary).float()
-        token = constraint(generated, scores).argmax(-1, keepdim=True)
-        generated = torch.cat([generated, token], dim=1)
-        if bool((generated == eos).any(dim=1).all()):
-            break
-        attention = torch.cat([attention, torch.ones((rows, 1), dtype=torch.long, device=device)], dim=1)
-        hidden = decoder(input_ids=token, attention_mask=attention, position_ids=next_position,
-                         past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        next_position = next_position + 1
-    return [constraint.answer_text(row.tolist()) for row in generated.cpu()]
 
 
 class Predictor:

@@ -256,7 +256,7 @@ def au_set_from_names(names: Sequence[str], *, where: str, set_name: str) -> tup
     with characters other than letters, digits, ``_+-`` replaced by ``_``; its prompt name is the header name and
     its definition says it came from this header, so the prompt never invents a description.
     """
-    from aullava.au_catalogue import _lookup  # the catalogue's own lookup rules (AU/AD prefix, one-sided variants)
+    from aullava.au_catalogue import lookup_au  # the catalogue's own lookup rules (AU/AD prefix, one-sided variants)
 
     items: list[object] = []
     ids: list[str] = []
@@ -269,7 +269,7 @@ def au_set_from_names(names: Sequence[str], *, where: str, set_name: str) -> tup
                 canon = "X_" + canon
             found = None
         else:
-            found = _lookup(canon)
+            found = lookup_au(canon)
         if found is not None:
             items.append(found.id)
             canon = found.id

@@ -314,7 +314,7 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
 
     from aullava.answer_format import parse_answer
     from aullava.datasets.labels import au_columns
-    from aullava.inference import generate_answers
+    from aullava.model.generation import generate_answers
 
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
     out = faces.table[keys].copy()
@@ -351,16 +351,3 @@ def sample_frames(frames, limit: int | None, seed: int = 0):
     keep = np.zeros(len(frames.table), dtype=bool)
     keep[np.random.default_rng(seed).choice(len(frames.table), size=limit, replace=False)] = True
     return frames.subset(keep)
-
-
-BASELINES = {"mediapipe": "MediaPipe blendshapes, calibrated mapping",
-             "mediapipe-raw": "MediaPipe blendshapes, raw mapping"}
-
-
-def baseline_predictions(kind: str, images: Sequence[str], progress: bool = True) -> pd.DataFrame:
-    """The MediaPipe-mapping baseline on the same images, as a prediction table (keys: `image`)."""
-    from aullava.teacher.labeler import Teacher
-
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; expected one of {sorted(BASELINES)}")
-    return Teacher(calibrated=kind == "mediapipe").baseline_predictions(list(images), progress=progress)

@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -50,7 +49,8 @@ import numpy as np
 from tqdm import tqdm
 
 from aullava.assets import aullava_home
-from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector
+from aullava.files import atomic_write
+from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector, largest_face
 from aullava.faces.images import MAX_SIDE, InputError, load_image
 from aullava.faces.video import frame_name, read_frames, video_frame_count
 
@@ -122,16 +122,8 @@ class _Settings:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` (``root/ab/name``) via a temp file in ``root/.tmp``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent.parent / TEMP_DIR)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Entries (``root/ab/name``) go through a temp file in ``root/.tmp``."""
+    atomic_write(path, data, temp_dir=path.parent.parent / TEMP_DIR)
 
 
 def _entry_path(root: str | Path, key: str, suffix: str) -> Path:
@@ -150,7 +142,7 @@ def _store(settings: _Settings, key: str, name: str, image: np.ndarray, detector
         return f"face detection failed ({type(err).__name__}: {' '.join(str(err).split())})"
     if not faces:
         return "no face found"
-    face: Face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    face: Face = largest_face(faces)
     png = _entry_path(settings.root, key, ".png")
     png.parent.mkdir(parents=True, exist_ok=True)
     meta = {

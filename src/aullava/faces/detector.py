@@ -178,6 +178,12 @@ def _close_landmarker(landmarker) -> None:
             landmarker._handle = None
 
 
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face with the largest box: in AU data and in portraits the subject faces the camera close up; smaller
+    faces are bystanders."""
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+
+
 class FaceDetector:
     """Finds faces, their landmarks and blendshapes, and returns aligned crops. Reusable on any number of images.
 

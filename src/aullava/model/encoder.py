@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aullava.model.config import VisionConfig
+
 
 class VisionEncoder(nn.Module):
     image_size: int
@@ -39,7 +41,7 @@ class VisionEncoder(nn.Module):
 class EfficientNetLite0Encoder(VisionEncoder):
     lora_target_pattern = r"_blocks\.(1[0-5])\._(expand|project)_conv|_conv_head"
 
-    def __init__(self, pretrained: bool = True, image_size: int = 224, token_grid: int = 7):
+    def __init__(self, pretrained: bool, image_size: int, token_grid: int):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -92,7 +94,7 @@ class HFVisionTower(VisionEncoder):
     lora_target_pattern = r"encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
 
     def __init__(self, name_or_path: str | None = None, config: dict[str, Any] | None = None,
-                 select_layer: int = -2):
+                 select_layer: int = VisionConfig.select_layer):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -117,15 +119,14 @@ class HFVisionTower(VisionEncoder):
         return tokens[:, 1:] if self.has_class_token else tokens
 
 
-def build_vision_encoder(spec: dict[str, Any], pretrained: bool = True) -> VisionEncoder:
-    """`spec` is the `vision` block of an AuLlavaConfig; `pretrained=False` skips loading weights (they come later
+def build_vision_encoder(spec: VisionConfig, pretrained: bool = True) -> VisionEncoder:
+    """`spec` is the `vision` part of an AuLlavaConfig; `pretrained=False` skips loading weights (they come later
     from a checkpoint), which keeps loading a saved model from reading the base weights twice."""
-    kind = spec.get("type", "efficientnet-lite0")
-    if kind == "efficientnet-lite0":
-        return EfficientNetLite0Encoder(pretrained=pretrained and spec.get("pretrained", True),
-                                        image_size=spec.get("image_size", 224), token_grid=spec.get("token_grid", 7))
-    if kind == "hf":
-        if spec.get("config") is not None:
-            return HFVisionTower(config=spec["config"], select_layer=spec.get("select_layer", -2))
-        return HFVisionTower(name_or_path=spec["name_or_path"], select_layer=spec.get("select_layer", -2))
-    raise ValueError(f"unknown vision encoder type {kind!r}; expected 'efficientnet-lite0' or 'hf'")
+    if spec.type == "efficientnet-lite0":
+        return EfficientNetLite0Encoder(pretrained=pretrained and spec.pretrained, image_size=spec.image_size,
+                                        token_grid=spec.token_grid)
+    if spec.config is not None:
+        return HFVisionTower(config=spec.config, select_layer=spec.select_layer)
+    if not spec.name_or_path:
+        raise ValueError("model.vision: type 'hf' needs name_or_path (a hub id or local path) or config")
+    return HFVisionTower(name_or_path=spec.name_or_path, select_layer=spec.select_layer)

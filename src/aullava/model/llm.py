@@ -15,32 +15,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from aullava.assets import GEMMA_ASSET, gemma_dir
+from aullava.model.config import LLMConfig
 
 
 def resolve_llm_path(name_or_path: str) -> str:
     return str(gemma_dir()) if name_or_path == GEMMA_ASSET else name_or_path
 
 
-def build_llm(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
+def build_llm(spec: LLMConfig, tokenizer_dir: str | None = None) -> tuple[nn.Module, Any]:
+    """The model and its tokenizer; `tokenizer_dir` (default `spec.tokenizer`) is where a checkpoint keeps it."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if spec.get("config") is not None:
-        config = AutoConfig.for_model(**spec["config"])
+    tokenizer_dir = tokenizer_dir or spec.tokenizer
+    if spec.config is not None:
+        config = AutoConfig.for_model(**spec.config)
         model = AutoModelForCausalLM.from_config(config)
-        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     else:
-        path = resolve_llm_path(spec["name_or_path"])
+        path = resolve_llm_path(spec.name_or_path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(spec.get("tokenizer") or path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The transformer body and the LM head, so logits are computed only where a loss or a token is needed
-    (Gemma's 262k vocabulary makes full-sequence logits the largest tensor in training)."""
-    return model.get_decoder(), model.get_output_embeddings()
 
 
 def final_logits(model: nn.Module, hidden: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:

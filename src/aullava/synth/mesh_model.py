@@ -68,7 +68,7 @@ MODEL_FILE = "au_to_mesh_pls_v4.npz"
 N_VERTICES = 478
 # MediaPipe face-mesh eye corners (same indices as aullava.faces.detector): the model's eye-centre distance is the unit of
 # the regional masks
-_EYE_CORNERS = ((33, 133), (362, 263))
+EYE_CORNERS = ((33, 133), (362, 263))
 
 _INF = math.inf
 _UPPER = (-_INF, -_INF, 0.20, 0.45)  # brows, forehead, upper lids: everything down to just below the eyes
@@ -140,7 +140,7 @@ class AUMeshModel:
         self.neutral = self._intercept.copy()
         self.neutral.setflags(write=False)
         # regional masks, computed on the neutral mesh
-        (a, b), (c, d) = _EYE_CORNERS
+        (a, b), (c, d) = EYE_CORNERS
         right, left = self.neutral[[a, b]].mean(0), self.neutral[[c, d]].mean(0)
         self.eye_distance = float(np.linalg.norm(left - right))
         centre = (right + left) / 2

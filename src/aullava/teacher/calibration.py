@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from aullava.answer_format import binary_from_continuous
-from aullava.teacher.labeler import (COLUMNS, DEFAULT_AUS, MAPPING, PRESENCE_THRESHOLD, Teacher, _raw_matrix,
+from aullava.teacher.labeler import (COLUMNS, DEFAULT_AUS, MAPPING, PRESENCE_THRESHOLD, Teacher, raw_matrix,
                              detect_blendshapes)
 
 __all__ = [
@@ -219,8 +219,8 @@ def build_calibration(train: pd.DataFrame, held_out: pd.DataFrame, real: pd.Data
     (`BLIND_MAX`; without it no AU is declared blind). Status per AU: ``blind``, ``unverified`` (`MIN_AUC`) or
     ``calibrated``. ``fit_data``: free-form description stored as is.
     """
-    raw_train, raw_held = _raw_matrix(train), _raw_matrix(held_out)
-    raw_real = _raw_matrix(real) if real is not None else None
+    raw_train, raw_held = raw_matrix(train), raw_matrix(held_out)
+    raw_real = raw_matrix(real) if real is not None else None
     visible: dict[str, np.ndarray] = {}
     knots: dict[str, tuple[list[float], list[float]]] = {}
     n_train: dict[str, int] = {}
@@ -233,8 +233,8 @@ def build_calibration(train: pd.DataFrame, held_out: pd.DataFrame, real: pd.Data
     # score exactly what the teacher answers (its AU25/AU26 rule included), every AU switched on
     probe = Teacher({"aus": {au: {"status": "calibrated", "knots": {"x": xs, "y": ys}}
                              for au, (xs, ys) in knots.items()}})
-    cal_held = probe._calibrate(raw_held)
-    cal_real = probe._calibrate(raw_real) if raw_real is not None else None
+    cal_held = probe.intensities(raw_held)
+    cal_real = probe.intensities(raw_real) if raw_real is not None else None
     aus_out = {}
     for j, au in enumerate(DEFAULT_AUS):
         xs, ys = knots[au]

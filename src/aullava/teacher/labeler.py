@@ -64,41 +64,6 @@ import pandas as pd
 from aullava.answer_format import binary_from_continuous, discrete_from_continuous
 from aullava.au_catalogue import au_set
 
-__all__ = [
-    "BLIND_MAX",
-    "CALIBRATION_FILE",
-    "COLUMNS",
-    "DEFAULT_AUS",
-    "MAPPING",
-    "MIN_AUC",
-    "PRESENCE_THRESHOLD",
-    "VISIBLE",
-    "BlendshapeMap",
-    "Teacher",
-    "apply_monotone",
-    "build_calibration",
-    "calibrate",
-    "detect_blendshapes",
-    "evaluate_agreement",
-    "fit_monotone",
-    "load_calibration",
-    "pava",
-    "raw_scores",
-    "write_teacher_manifests",
-]
-
-# Fitting lives in `aullava.teacher.calibration`, which imports this module; its public names are re-exported here lazily
-# (PEP 562) so that `from aullava.teacher.labeler import fit_monotone` keeps working without an import cycle.
-_FROM_CALIBRATION = frozenset({"BLIND_MAX", "MIN_AUC", "VISIBLE", "build_calibration", "calibrate",
-                               "evaluate_agreement", "fit_monotone", "pava"})
-
-
-def __getattr__(name: str):
-    if name in _FROM_CALIBRATION:
-        from aullava.teacher import calibration
-
-        return getattr(calibration, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 CALIBRATION_FILE = "teacher_calibration.json"
 PRESENCE_THRESHOLD = 0.10  # the project's rule: present = x >= 0.10 (answer_format.binary_from_continuous)
@@ -156,7 +121,7 @@ def raw_scores(blendshapes: Mapping[str, float], aus: Iterable[str] = DEFAULT_AU
     return out
 
 
-def _raw_matrix(table: pd.DataFrame, aus: Sequence[str] = DEFAULT_AUS) -> np.ndarray:
+def raw_matrix(table: pd.DataFrame, aus: Sequence[str] = DEFAULT_AUS) -> np.ndarray:
     """(rows, AUs) raw scores from a table with one column per blendshape (NaN rows stay NaN)."""
     cols = []
     for au in aus:
@@ -203,10 +168,6 @@ def load_calibration(calibration: str | os.PathLike | Mapping | None = None) -> 
 # ------------------------------------------------------------------------------------------------- detection
 
 
-def _largest(faces):
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
-
-
 def detect_blendshapes(paths: Sequence[str | os.PathLike], detector=None, *, on_crop: bool = True,
                        root: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
     """Blendshapes of the largest face of each image: DataFrame with ``image`` (as given), ``face`` (bool) and
@@ -220,7 +181,7 @@ def detect_blendshapes(paths: Sequence[str | os.PathLike], detector=None, *, on_
     """
     from tqdm.auto import tqdm
 
-    from aullava.faces.detector import FaceDetector, align_face
+    from aullava.faces.detector import FaceDetector, align_face, largest_face
     from aullava.faces.images import load_image
 
     own = detector is None
@@ -237,12 +198,12 @@ def detect_blendshapes(paths: Sequence[str | os.PathLike], detector=None, *, on_
             except Exception:  # noqa: BLE001 - an unreadable image is a row without a face, never fatal
                 rows.append(rec)
                 continue
-            face = _largest(detector.detect(image))
+            face = largest_face(detector.detect(image))
             if face is not None:
                 shapes = face.blendshapes
                 if on_crop:
                     crop, _ = align_face(image, face.landmarks, TEACHER_CROP)
-                    again = _largest(detector.detect(crop))
+                    again = largest_face(detector.detect(crop))
                     if again is not None:
                         shapes = again.blendshapes
                 rec["face"] = True
@@ -291,7 +252,7 @@ class Teacher:
         """The AUs this teacher answers (the others are always NaN)."""
         return tuple(au for au in self.aus if self._maps[au] is not None)
 
-    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+    def intensities(self, raw: np.ndarray) -> np.ndarray:
         """(rows, AUs) raw scores → (rows, AUs) intensities, NaN for unseen AUs."""
         out = np.full(raw.shape, np.nan)
         for j, au in enumerate(self.aus):
@@ -309,12 +270,12 @@ class Teacher:
     def label(self, blendshapes: Mapping[str, float]) -> dict[str, float]:
         """``{AU id: intensity in [0, 1] or NaN}`` for one face's blendshape scores (ids as in `DEFAULT_AUS`)."""
         raw = raw_scores(blendshapes, self.aus)
-        values = self._calibrate(np.array([[raw[au] for au in self.aus]]))[0]
+        values = self.intensities(np.array([[raw[au] for au in self.aus]]))[0]
         return {au: float(v) for au, v in zip(self.aus, values)}
 
     def label_table(self, blendshapes: pd.DataFrame) -> pd.DataFrame:
         """Manifest AU columns (``AU01`` … continuous) for a `detect_blendshapes` table, same row order."""
-        values = self._calibrate(_raw_matrix(blendshapes, self.aus))
+        values = self.intensities(raw_matrix(blendshapes, self.aus))
         return pd.DataFrame(values, columns=[COLUMNS[au] for au in self.aus], index=blendshapes.index)
 
     def label_faces(self, paths: Sequence[str | os.PathLike], detector=None, progress: bool = True, *,
@@ -366,67 +327,12 @@ class Teacher:
 # ------------------------------------------------------------------------------------------------- manifests
 
 
-def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.PathLike, held_out: float = 0.2,
-                            seed: int = 17, synth_dir: str | os.PathLike | None = None,
-                            teacher: Teacher | None = None, progress: bool = True) -> dict:
-    """Teacher-labelled training manifests of real photos: ``real_train.csv`` and ``real_held_out.csv`` in ``out_dir``.
+BASELINES = {"mediapipe": "MediaPipe blendshapes, calibrated mapping",
+             "mediapipe-raw": "MediaPipe blendshapes, raw mapping"}
 
-    ``index_csv``: columns ``image`` (relative to the CSV's folder, or absolute) and ``identity`` (or ``subject``),
-    as for `aullava.synth.run_synth`. Every photo is labelled by ``teacher`` (default: the calibrated `Teacher`)
-    with `Teacher.label_faces`; photos without a face are dropped. The manifests have ``image`` (absolute path),
-    ``subject`` (the identity) and ``AU01`` … ``AU26`` continuous in [0, 1], empty (NaN, "not labelled") where the
-    teacher is blind; `aullava.datasets.read_manifest` reads them.
 
-    Split by identity: ``split_identities(identities, held_out, seed)`` (the seed of the bundled calibration's
-    synthetic set is 17). With ``synth_dir`` (a `run_synth` output folder with ``train.csv`` and ``held_out.csv``)
-    the split agrees with the synthetic one: identities held out there are held out here, and identities trained
-    on there are never held out here, so one held-out set serves both data sources. Returns the counts.
-    """
-    from aullava.synth.run import _read_index, split_identities
-
-    out = Path(out_dir)
-    rows = _read_index(Path(index_csv).resolve())
-    paths = [path for _, path, _ in rows]
-    identities = [identity for _, _, identity in rows]
-    all_ids = set(identities)
-    held = set(split_identities(all_ids, held_out, seed))
-    synth_train: set[str] = set()
-    synth_held: set[str] = set()
-    if synth_dir is not None:
-        tables = {split: pd.read_csv(Path(synth_dir) / f"{split}.csv", usecols=["subject"], dtype=str)
-                  for split in ("train", "held_out")}
-        synth_train = set(tables["train"]["subject"].dropna())
-        synth_held = set(tables["held_out"]["subject"].dropna())
-        if synth_train & synth_held:
-            raise ValueError(f"{synth_dir}: identities on both sides of the synthetic split: "
-                             f"{sorted(synth_train & synth_held)[:5]}")
-        held = (held - synth_train) | (synth_held & all_ids)
-
-    teacher = teacher or Teacher()
-    labels = teacher.label_faces(paths, progress=progress, subjects=identities, keep_missing=False)
-    no_face = len(paths) - len(labels)
-    labels = labels.sort_values(["subject", "image"], kind="stable").reset_index(drop=True)
-    is_held = labels["subject"].isin(held).to_numpy()
-    sides = {"train": labels[~is_held], "held_out": labels[is_held]}
-    crossing = set(sides["train"]["subject"]) & set(sides["held_out"]["subject"])
-    assert not crossing, f"identities on both sides of the split: {sorted(crossing)[:5]}"
-    if synth_dir is not None:
-        assert not set(sides["held_out"]["subject"]) & synth_train, "a synthetic training identity is held out"
-        assert not set(sides["train"]["subject"]) & synth_held, "a synthetic held-out identity is trained on"
-
-    out.mkdir(parents=True, exist_ok=True)
-    for split, table in sides.items():
-        table.to_csv(out / f"real_{split}.csv", index=False, float_format="%.4f")
-    return {
-        "photos": len(paths),
-        "with_face": len(labels),
-        "no_face": no_face,
-        "identities": len(all_ids),
-        "train_images": len(sides["train"]),
-        "train_identities": int(sides["train"]["subject"].nunique()),
-        "held_out_images": len(sides["held_out"]),
-        "held_out_identities": int(sides["held_out"]["subject"].nunique()),
-        "held_out_from_synth": len(synth_held & all_ids),
-        "labelled_aus": list(teacher.seen),
-        "out_dir": str(out),
-    }
+def baseline_predictions(kind: str, images: Sequence[str], progress: bool = True) -> pd.DataFrame:
+    """The MediaPipe-mapping baseline on the same images, as a prediction table (keys: `image`)."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {sorted(BASELINES)}")
+    return Teacher(calibrated=kind == "mediapipe").baseline_predictions(list(images), progress=progress)

@@ -87,7 +87,7 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
         raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
                          f"the dataset has {len(dataset)}")
     text_size = model.language_model.get_input_embeddings().embedding_dim
-    head = AUHead(model.num_image_tokens, text_size, len(model.au_set))
+    head = AUHead(model.processor.num_image_tokens, text_size, len(model.au_set))
     params = [p for p in model.vision_encoder.parameters() if p.requires_grad] + list(model.projector.parameters())
     optimizer = torch.optim.AdamW([{"params": params}, {"params": head.parameters()}], lr=learning_rate,
                                   weight_decay=0.0)
@@ -128,7 +128,7 @@ def match_embedding_scale(model, images: torch.Tensor) -> float:
     warm-up the tokens are ~40× smaller than text: in the residual stream their image-dependent part then drowns,
     and the LLM stage learns a constant bias instead of reading the image (measured: at LLM step 400 the spread
     of the tokens across images was 10 % of their norm and the first answer value was the same for every face)."""
-    prefix, question = model.prompt_ids("binary")
+    prefix, question = model.processor.prompt_ids("binary")
     text = model.language_model.get_input_embeddings()(torch.tensor([prefix + question]))
     visual = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images)))
     factor = float(text.norm(dim=-1).mean() / visual.norm(dim=-1).mean().clamp(min=1e-6))

@@ -1,0 +1,23 @@
+"""Writing files so that a killed run leaves a complete file or none (so 'exists' can mean 'done')."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes, temp_dir: Path | None = None) -> None:
+    """Write `data` to a temporary file (in `temp_dir`, default the target's folder: same file system), then rename
+    it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=temp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

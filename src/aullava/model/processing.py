@@ -1,0 +1,171 @@
+"""`AuLlavaProcessor`: the one place that lays out a sequence (transformers' processor pattern).
+
+One example is: description of the AU set (identical for every image, hence cached and shareable as a key/value
+cache) + image placeholders + format question + answer and EOS (training only). Training batches are right-padded
+(`collate`), generation batches put the description aside and left-pad the rest so every answer starts in one
+column (`generation_inputs`). The model only ever sees the tensors built here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from aullava.answer_format import AnswerFormat, serialize_answer
+from aullava.au_catalogue import AUSet
+from aullava.model.decoding import answer_vocabulary
+from aullava.model.prompts import build_prompt
+
+
+class AuLlavaProcessor:
+    def __init__(self, tokenizer, au_set: AUSet, prompt_style: str, num_image_tokens: int,
+                 present_weight: float = 1.0):
+        self.tokenizer = tokenizer
+        self.au_set = au_set
+        self.prompt_style = prompt_style
+        self.num_image_tokens = num_image_tokens
+        self.present_weight = float(present_weight)
+        self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
+        self._answer_vocab: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.pad_token_id  # placeholder value; those embeddings are overwritten
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def prompt_ids(self, fmt: AnswerFormat | str, au_set: AUSet | None = None) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image for one (AU set, format): identical for every image, hence cached.
+        `au_set` defaults to the model's; a dataset labelling other AUs asks its own set (the paper's per-dataset
+        descriptions)."""
+        fmt = AnswerFormat.parse(fmt)
+        au_set = au_set or self.au_set
+        key = (au_set.name, au_set.ids, fmt.value)
+        if key not in self._prompt_cache:
+            prompt = build_prompt(au_set, fmt, self.prompt_style)
+            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            prefix = bos + self.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]
+            question = self.tokenizer(prompt.question, add_special_tokens=False)["input_ids"]
+            self._prompt_cache[key] = (prefix, question)
+        return self._prompt_cache[key]
+
+    def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None,
+                       au_set: AUSet | None = None) -> dict[str, list[int]]:
+        """One sequence: prefix, image placeholders, question and, for training, the answer + EOS as labels.
+
+        Answer tokens of AUs whose `mask` is False keep label -100 and their value is replaced by 0 in the input,
+        so nothing about an unlabelled AU reaches the loss."""
+        prefix, question = self.prompt_ids(fmt, au_set)
+        ids = prefix + [self.image_token_id] * self.num_image_tokens + question
+        image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
+        labels = [-100] * len(ids)
+        weights = [0.0] * len(ids)
+        if values is not None:
+            if mask is not None:  # an unlabelled value is written as 0 and not supervised: its label never enters
+                values = np.where(np.asarray(mask, dtype=bool), np.asarray(values, dtype=np.float64), 0.0)
+            answer = serialize_answer(values, fmt)
+            encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+            hidden_spans = _value_spans(answer, mask)
+            answer_ids = encoded["input_ids"] + [self.eos_token_id]
+            present_spans = _value_spans(answer, [float(v) <= 0 for v in answer[1:-1].split(", ")])
+            offsets = encoded["offset_mapping"]
+            ids += answer_ids
+            image_mask += [0] * len(answer_ids)
+            labels += [-100 if _overlaps(o, hidden_spans) else tok for tok, o in zip(encoded["input_ids"], offsets)]
+            labels += [self.eos_token_id]
+            weights += [self.present_weight if _overlaps(o, present_spans) else 1.0 for o in offsets]
+            weights += [1.0]
+        return {"input_ids": ids, "image_mask": image_mask, "labels": labels, "label_weights": weights}
+
+    def collate(self, features: list[dict[str, Any]], share_prefix: bool = False) -> dict[str, torch.Tensor]:
+        """A right-padded training batch; labels only on answer tokens (prompt and image positions are -100).
+        Each feature: `image` (uint8 crop), `format`, `values`, optional `mask` and `au_set`.
+
+        `share_prefix`: when every row asks the same AU set, its description is sent once as `prefix_ids` and cut
+        from the rows (see `AuLlavaModel.forward`)."""
+        encoded = [self.encode_example(f["format"], f["values"], f.get("mask"), f.get("au_set")) for f in features]
+        prefixes = {tuple(self.prompt_ids(f["format"], f.get("au_set"))[0]) for f in features}
+        prefix = list(prefixes.pop()) if share_prefix and len(prefixes) == 1 else []
+        if prefix:
+            encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
+        length = max(len(e["input_ids"]) for e in encoded)
+        weighted = self.present_weight != 1.0  # weights of 1 give the plain mean: left out
+        batch = {
+            "input_ids": torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(encoded), length), dtype=torch.long),
+            "image_mask": torch.zeros((len(encoded), length), dtype=torch.long),
+            "labels": torch.full((len(encoded), length), -100, dtype=torch.long),
+        }
+        if weighted:
+            batch["label_weights"] = torch.zeros((len(encoded), length))
+        for row, example in enumerate(encoded):
+            n = len(example["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(example["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            batch["image_mask"][row, :n] = torch.tensor(example["image_mask"])
+            batch["labels"][row, :n] = torch.tensor(example["labels"])
+            if weighted:
+                batch["label_weights"][row, :n] = torch.tensor(example["label_weights"])
+        batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
+        if prefix:
+            batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
+        return batch
+
+    def generation_inputs(self, formats: Sequence[AnswerFormat], au_set: AUSet) -> dict[str, torch.Tensor]:
+        """The shared description (`prefix_ids`, 1 × P) and, per row, image placeholders + question, padded on the
+        left so every answer starts in one column; `positions` continue after the prefix."""
+        prefix = self.prompt_ids(formats[0], au_set)[0]
+        rows = len(formats)
+        tails = [[self.image_token_id] * self.num_image_tokens + self.prompt_ids(f, au_set)[1] for f in formats]
+        width = max(len(t) for t in tails)
+        tail_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
+        tail_mask = torch.zeros((rows, width), dtype=torch.long)
+        image_mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, tail in enumerate(tails):
+            tail_ids[row, width - len(tail):] = torch.tensor(tail)
+            tail_mask[row, width - len(tail):] = 1
+            image_mask[row, width - len(tail):width - len(tail) + self.num_image_tokens] = 1
+        attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1)
+        positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix))
+        return {"prefix_ids": torch.tensor([prefix]), "input_ids": tail_ids, "image_mask": image_mask,
+                "attention_mask": attention, "position_ids": positions}
+
+    def answer_vocabulary_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids an answer can consist of (+ EOS), and a map from token id to its row in that list (-100
+        elsewhere)."""
+        if self._answer_vocab is None:
+            ids = sorted({i for i, _ in answer_vocabulary(self.tokenizer)} | {self.eos_token_id})
+            vocabulary = torch.tensor(ids)
+            index_of = torch.full((len(self.tokenizer) + 1,), -100, dtype=torch.long)
+            index_of[vocabulary] = torch.arange(len(ids))
+            self._answer_vocab = (vocabulary, index_of)
+        return self._answer_vocab
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+
+def _overlaps(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """Whether a token's character span (start, end) overlaps any of `spans`."""
+    a, b = offset
+    return any(a < e and s < b for s, e in spans)
+
+
+def _value_spans(answer: str, mask) -> list[tuple[int, int]]:
+    """Character spans of the values whose mask is False in a canonical answer like '[0.12, 0.00]'."""
+    if mask is None:
+        return []
+    spans, start = [], 1
+    for keep, token in zip(mask, answer[1:-1].split(", ")):
+        if not keep:
+            spans.append((start, start + len(token)))
+        start += len(token) + 2
+    return spans

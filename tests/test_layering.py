@@ -1,0 +1,97 @@
+"""The package's structure stays true: imports only go down (read from the source with ast, so a lazy import
+inside a function counts too), and no two subpackages import each other."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import aullava
+
+ROOT = Path(aullava.__file__).parent
+
+# part → parts it must never import (the data flows image → face → tokens → LLM → answer → table)
+FORBIDDEN = {
+    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets"},
+    "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets"},
+    "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference"},
+    "synth": {"model", "training", "eval", "teacher", "cli", "inference", "datasets"},
+    "teacher": {"model", "training", "cli", "inference", "datasets"},
+    "training": {"eval", "synth", "teacher", "cli", "inference"},
+    "eval": {"training", "synth", "cli"},
+    "inference": {"training", "eval", "synth", "teacher", "cli"},
+    "answer_format": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference"},
+    "au_catalogue": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference"},
+}
+
+
+def _part(module: str) -> str:
+    """`aullava.model.modeling` → 'model'; `aullava.cli` → 'cli'."""
+    return module.split(".")[1] if module.count(".") >= 1 else module
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module → the aullava modules it imports (absolute names)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            found[module].update(n for n in names if n == "aullava" or n.startswith("aullava."))
+    return found
+
+
+def test_imports_only_go_down():
+    problems = []
+    for module, targets in _imports().items():
+        for target in targets:
+            if target.count(".") and _part(target) in FORBIDDEN.get(_part(module), set()):
+                problems.append(f"{module} imports {target}")
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_no_import_cycle_between_parts():
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, targets in _imports().items():
+        for target in targets:
+            if target.count(".") and _part(target) != _part(module):
+                graph[_part(module)].add(_part(target))
+    cycles = [(a, b) for a in graph for b in graph[a] if a in graph.get(b, set()) and a < b]
+    assert not cycles, f"parts importing each other: {cycles}"
+
+
+def test_no_private_name_is_imported_across_modules():
+    problems = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("aullava")):
+                problems += [f"{path.relative_to(ROOT)}: {alias.name}" for alias in node.names
+                             if alias.name.startswith("_") and alias.name != "__future__"]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layering_test_sees_the_imports():
+    imports = _imports()
+    assert "aullava.model.modeling" in imports["aullava.inference"]
+    assert any(t.startswith("aullava.model") for t in imports["aullava.training.recipe"])
+
+
+def test_top_level_exports_are_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, aullava; assert 'torch' not in sys.modules, 'import aullava loaded torch'; "
+            "from aullava import AuLlavaConfig, AuLlavaModel, AuLlavaProcessor, Predictor; "
+            "assert AuLlavaConfig().lora.r == 16 and Predictor.__module__ == 'aullava.inference'")
+    subprocess.run([sys.executable, "-c", code], check=True)
