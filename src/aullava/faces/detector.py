@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from aullava.assets import face_landmarker_path
+from aullava.quiet import native_stderr_silenced
 
 # --- alignment template --------------------------------------------------------------------------------------------
 # Eye centres (midpoint of each eye's two corners) land at (0.5 ∓ EYE_DISTANCE/2, EYE_Y) × crop_size.
@@ -230,7 +231,8 @@ class FaceDetector:
                 min_face_presence_confidence=confidence,
                 output_face_blendshapes=True,
             )
-            landmarker = vision.FaceLandmarker.create_from_options(options)
+            with native_stderr_silenced():  # MediaPipe's glog and TFLite's INFO lines
+                landmarker = vision.FaceLandmarker.create_from_options(options)
             self._landmarkers[strict] = landmarker
             self._finalizers.append(weakref.finalize(self, _close_landmarker, landmarker))
         return self._landmarkers[strict]
@@ -254,8 +256,9 @@ class FaceDetector:
         import mediapipe as mp
 
         h, w = image.shape[:2]
-        result = self._get_landmarker(strict).detect(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                         data=np.ascontiguousarray(image)))
+        landmarker = self._get_landmarker(strict)
+        with native_stderr_silenced():  # the first inference logs from native threads too
+            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
         out = []
         for i, points in enumerate(result.face_landmarks):
             lm = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64) * (w, h, w) + (x0, y0, 0)

@@ -40,6 +40,19 @@ def build_llm(spec: LLMConfig, tokenizer_dir: str | None = None) -> tuple[nn.Mod
     return model, tokenizer
 
 
+def cache_argument(decoder: nn.Module) -> str:
+    """The keyword a decoder takes its key/value cache by: `cache` from transformers 5.2x on (`past_key_values`
+    is deprecated there and warns on every call), `past_key_values` before."""
+    import inspect
+
+    forward = getattr(decoder, "forward", decoder)
+    try:
+        parameters = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 def final_logits(model: nn.Module, hidden: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
     """LM-head logits (softcapped where the model does so); `vocabulary` (token ids) restricts them to those rows."""
     head = model.get_output_embeddings()

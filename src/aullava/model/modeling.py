@@ -29,7 +29,7 @@ from torch import nn
 
 from aullava.model.config import AuLlavaConfig
 from aullava.model.encoder import build_vision_encoder
-from aullava.model.llm import build_llm, final_logits
+from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
 from aullava.model.projector import build_projector
 from aullava.model.prompts import TEMPLATE_VERSION
@@ -140,7 +140,7 @@ class AuLlavaModel(nn.Module):
             attention_mask = torch.cat([attention_mask.new_ones((input_ids.shape[0], offset)), attention_mask], 1)
             positions = (offset + torch.arange(input_ids.shape[1], device=input_ids.device)).expand_as(input_ids)
         hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=cache, use_cache=cache is not None).last_hidden_state
+                         use_cache=cache is not None, **{cache_argument(decoder): cache}).last_hidden_state
         if labels is None:
             return {"logits": final_logits(self.language_model, hidden[:, -1:])}
         targets = labels[:, 1:]
@@ -166,7 +166,8 @@ class AuLlavaModel(nn.Module):
 
         cache = DynamicCache(config=self.language_model.config)
         with torch.no_grad():
-            self.language_model.get_decoder()(input_ids=prefix_ids, past_key_values=cache, use_cache=True)
+            decoder = self.language_model.get_decoder()
+            decoder(input_ids=prefix_ids, use_cache=True, **{cache_argument(decoder): cache})
         cache.batch_repeat_interleave(rows)
         return cache
 
@@ -184,17 +185,19 @@ class AuLlavaModel(nn.Module):
         attention = inputs["attention_mask"].to(device)
         positions = inputs["position_ids"].to(device)
         embeds = self.embed(images.to(device), inputs["input_ids"].to(device), inputs["image_mask"].to(device))
-        hidden = self.language_model.get_decoder()(
-            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=cache,
-            use_cache=True).last_hidden_state[:, -1]
+        decoder = self.language_model.get_decoder()
+        hidden = decoder(
+            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True,
+            **{cache_argument(decoder): cache}).last_hidden_state[:, -1]
         return AnswerState(hidden, cache, attention, positions[:, -1:] + 1)
 
     def continue_answers(self, state: "AnswerState", tokens: torch.Tensor) -> "AnswerState":
         """One step: feeds one chosen token per row (B, 1) after the state."""
         attention = torch.cat([state.attention, torch.ones_like(tokens)], dim=1)
-        hidden = self.language_model.get_decoder()(
-            input_ids=tokens, attention_mask=attention, position_ids=state.next_position, past_key_values=state.cache,
-            use_cache=True).last_hidden_state[:, -1]
+        decoder = self.language_model.get_decoder()
+        hidden = decoder(
+            input_ids=tokens, attention_mask=attention, position_ids=state.next_position, use_cache=True,
+            **{cache_argument(decoder): state.cache}).last_hidden_state[:, -1]
         return AnswerState(hidden, state.cache, attention, state.next_position + 1)
 
     def answer_logits(self, state: "AnswerState") -> tuple[torch.Tensor, torch.Tensor]:
