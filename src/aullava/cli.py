@@ -1,4 +1,8 @@
-"""`aullava` command line: predict, train, info."""
+"""`aullava` command line: predict, train, eval, synth, teacher, info.
+
+Exit codes: 0 all done; 1 some inputs (images, data, checkpoint content) failed, each named on an `error:` line;
+2 a usage mistake (an option or path), found before any model is loaded. No traceback for a user's mistake;
+`--debug` (or AULLAVA_DEBUG=1) shows it."""
 
 from __future__ import annotations
 
@@ -9,14 +13,33 @@ import sys
 import warnings
 from pathlib import Path
 
+from aullava.cli_checks import (Parser, UsageError, check_device, check_input_file, check_model_dir, check_output_folder,
+                         check_output_table, positive_int, write_table)
+from aullava.quiet import set_verbose
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+DEBUG_ENV = "AULLAVA_DEBUG"
 
 
 def _predict(args: argparse.Namespace) -> int:
+    out_format = check_output_table(args.out)
+    check_model_dir(args.model)
+    check_device(args.device)
     from aullava.answer_format import ALL_FORMATS
+    from aullava.faces.images import iter_image_paths
     from aullava.inference import Predictor, to_dataframe
 
     formats = args.formats or [f.value for f in ALL_FORMATS]
+    inputs, empty = [], []
+    for item in args.inputs:  # folders expanded now: an empty one is told before the model loads
+        found = iter_image_paths([item])
+        (inputs.extend(found) if found else empty.append(item))
+    for folder in empty:
+        print(f"error: {folder}: no image files in this folder (looked for .jpg, .png, .webp, ... files)",
+              file=sys.stderr)
+    if not inputs:
+        print("error: nothing to do: no image files given", file=sys.stderr)
+        return EXIT_SOME_FAILED
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor = Predictor(args.model, batch_size=args.batch_size, device=args.device)
@@ -25,7 +48,7 @@ def _predict(args: argparse.Namespace) -> int:
     status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
     print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
           f"({len(predictor.model.au_set)} AUs)", file=sys.stderr)
-    results = predictor.predict(args.inputs, formats, progress=not args.quiet)
+    results = predictor.predict(inputs, formats, progress=not args.quiet)
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
@@ -33,17 +56,14 @@ def _predict(args: argparse.Namespace) -> int:
         table = to_dataframe(results, predictor.model.au_set, formats)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".json":
-            out.write_text(table.to_json(orient="records", indent=2))
-        else:
-            table.to_csv(out, index=False)
+        write_table(table, str(out), out_format)
         print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
     if (not args.quiet or not args.out) and any(r.faces for r in results):
         print(_readable(results, predictor.model.au_set, formats))
     failed = sum(1 for r in results if r.error)
     if failed:
         print(f"{failed} of {len(results)} inputs failed", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed or not results else EXIT_OK
+    return EXIT_SOME_FAILED if failed or empty or not results else EXIT_OK
 
 
 def _readable(results, au_set, formats) -> str:
@@ -64,6 +84,7 @@ def _readable(results, au_set, formats) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    check_input_file(args.config, "--config")
     from aullava.training.recipe import load_recipe, train
 
     recipe = load_recipe(args.config, args.set or [])
@@ -73,26 +94,26 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import yaml
-
+    check_input_file(args.data, "--data")
+    check_input_file(args.predictions, "--predictions")
+    check_model_dir(args.model)
+    check_output_folder(args.out)
+    if args.crop_cache:
+        check_output_folder(args.crop_cache, "--crop-cache")
     from aullava.datasets import read_frames
+    from aullava.datasets.spec import load_eval_spec
     from aullava.teacher.labeler import BASELINES, baseline_predictions
     from aullava.eval.predictions import (format_agreement, predict_dataset, read_predictions,
                              sample_frames, truth_keys, write_report)
     from aullava.eval.metrics import evaluate_tables
 
-    spec = yaml.safe_load(Path(args.data).read_text())
-    if isinstance(spec, dict) and "data" in spec:  # a training recipe: evaluate its eval (or train) data
-        spec = spec["data"].get("eval") or spec["data"]["train"]
-    if isinstance(spec, list):
-        if len(spec) != 1:
-            raise ValueError(f"{args.data}: evaluate one dataset at a time (found {len(spec)})")
-        spec = spec[0]
-    spec = {**spec, **({"fold": args.fold} if args.fold else {}), "split": args.split}
+    spec = load_eval_spec(args.data)
+    spec = {**spec, **({"fold": args.fold} if args.fold is not None else {}), "split": args.split}
     if spec.get("fold") is None:
         spec.pop("split")
-    ask = spec.pop("ask", "labelled")
-    frames = sample_frames(read_frames(spec), args.limit)
+    ask = args.ask or spec.pop("ask", "model")
+    spec.pop("ask", None)
+    frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit)
     for problem in frames.problems:
         print(f"note: {problem}", file=sys.stderr)
     formats = args.formats or ["binary", "discrete", "continuous"]
@@ -108,13 +129,17 @@ def _eval(args: argparse.Namespace) -> int:
         from aullava.inference import load_model
         from aullava.faces.crop_cache import FaceCropCache
 
+        from aullava.datasets.spec import dropped_summary
+
         model = load_model(args.model)
         cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
         report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers)
         if report.failures:
-            print(f"note: {len(report.failures)} frames have no face crop and are not evaluated "
-                  f"(e.g. {report.failures[0]})", file=sys.stderr)
-        faces = LabelledFaces(frames, cache, formats, ask=ask)
+            print(f"note: {dropped_summary(len(frames.table), report.failures, 'not evaluated')}", file=sys.stderr)
+        faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask)
+        unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
+        print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
+                                                        if unasked else ""), file=sys.stderr)
         formats = [f for f in formats if f in faces.au_sets]
         table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
         truth, keys, source = faces.table, truth_keys(faces.table), f"aullava: {args.model or 'default model'}"
@@ -129,13 +154,23 @@ def _eval(args: argparse.Namespace) -> int:
         base = baseline_predictions(args.baseline, list(truth["image"]), progress=not args.quiet)
         baseline = (BASELINES[args.baseline], evaluate_tables(truth, base, frames.au_set, formats, keys=["image"]))
     agreement = format_agreement(table, frames.au_set) if len(formats) > 1 else None
+    if not args.predictions:
+        title += f" — asked {_ask_text(ask, model)}"
     print(write_report(results, args.out, title, frames.au_set, baseline, agreement))
     table.to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
+def _ask_text(ask: str, model) -> str:
+    if ask == "model":
+        return f"the model's whole AU set ({len(model.au_set)} AUs), the question predict asks"
+    return "only the AUs the dataset labels, per format" if ask == "labelled" else "the dataset's whole AU set"
+
+
 def _synth(args: argparse.Namespace) -> int:
+    check_input_file(args.index, "--index")
+    check_output_folder(args.out)
     from aullava.synth.run import run_synth
 
     summary = run_synth(args.index, args.out, per_image=args.per_image, held_out=args.held_out, seed=args.seed,
@@ -149,6 +184,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
+    check_input_file(args.index, "--index")
+    check_output_folder(args.out)
     from aullava.teacher.manifests import write_teacher_manifests
 
     s = write_teacher_manifests(args.index, args.out, held_out=args.held_out, seed=args.seed, synth_dir=args.synth,
@@ -179,25 +216,32 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aullava", description="Facial Action Unit recognition with an LLM "
+    parser = Parser(prog="aullava", description="Facial Action Unit recognition with an LLM "
                                      "(AU-LLaVA): binary occurrence, 0-5 intensity and 0-1 intensity.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show third-party log lines")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show Python tracebacks for errors (or set {DEBUG_ENV}=1)")
+    common = argparse.ArgumentParser(add_help=False)  # the same two flags after the command name
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    predict = commands.add_parser("predict", help="AU vectors for faces in images", description=(
+    predict = commands.add_parser("predict", parents=[common],
+        help="AU vectors for faces in images", description=(
         "Detects every face in the given images (files or folders), and prints the AU vector of each face in each "
         "format. Exit code 1 if any input failed (the others still get results)."))
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
     predict.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"],
                          help="answer formats (default: all three)")
-    predict.add_argument("--out", help="write the table as CSV (or JSON if the name ends in .json)")
-    predict.add_argument("--batch-size", type=int, default=8, help="faces×formats per LLM batch")
+    predict.add_argument("--out", help="write the table; format from the extension: .csv, .json or .parquet")
+    predict.add_argument("--batch-size", type=positive_int, default=8, help="faces×formats per LLM batch")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar; no table when --out is given")
     predict.set_defaults(func=_predict)
 
-    train = commands.add_parser("train", help="train or fine-tune a model from a YAML recipe", description=(
+    train = commands.add_parser("train", parents=[common],
+        help="train or fine-tune a model from a YAML recipe", description=(
         "Trains with Hugging Face Trainer (works under `accelerate launch`). Resumes from the last checkpoint in "
         "training.output_dir unless --no-resume."))
     train.add_argument("--config", required=True, help="YAML recipe (see configs/)")
@@ -206,13 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
     train.set_defaults(func=_train)
 
-    evaluate = commands.add_parser("eval", help="per-AU F1/MAE/ICC/PCC of a model or a predictions CSV on a dataset",
+    evaluate = commands.add_parser("eval", parents=[common],
+        help="per-AU F1/MAE/ICC/PCC of a model or a predictions CSV on a dataset",
                                    description=(
         "Evaluates a model (or another tool's predictions: OpenFace AU01_c/AU01_r, py-feat AU01) on one dataset "
         "spec (YAML: {type: bp4d|disfa|feafa|manifest, ...reader options, fold: N}) and writes metrics.json, "
         "report.md (the paper's layout: AUs as columns, average last) and a bar chart per format."))
     evaluate.add_argument("--data", required=True, help="YAML dataset spec, or a training recipe (its data.eval)")
-    evaluate.add_argument("--fold", type=int, help="subject-exclusive fold (1-3); overrides the spec")
+    evaluate.add_argument("--fold", type=positive_int, help="subject-exclusive fold (1-3); overrides the spec")
     evaluate.add_argument("--split", default="test", choices=["train", "test"], help="side of the fold (test)")
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
@@ -220,39 +265,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tool", default="auto", choices=["auto", "aullava", "openface", "pyfeat"],
                           help="who wrote --predictions (auto-detected from its columns)")
     evaluate.add_argument("--video", help="the video a per-video predictions CSV (OpenFace) belongs to")
-    evaluate.add_argument("--limit", type=int, help="evaluate a seeded random subset of at most N frames")
+    evaluate.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of at most N frames")
+    evaluate.add_argument("--ask", choices=["model", "labelled", "all"],
+                          help="the question: the model's whole AU set (default, as predict asks), only the AUs "
+                               "the dataset labels (per format, as `ask: labelled` training), or the dataset's set")
     evaluate.add_argument("--baseline", choices=["mediapipe", "mediapipe-raw"],
                           help="also score the MediaPipe-blendshape mapping on the same images "
                                "(extra rows of the same tables)")
     evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
     evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
     evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
-    evaluate.add_argument("--workers", type=int, default=1, help="processes for face cropping")
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
+    evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)
 
-    synth = commands.add_parser("synth", help="AU-controlled synthetic faces with exact labels, from your photos",
+    synth = commands.add_parser("synth", parents=[common],
+        help="AU-controlled synthetic faces with exact labels, from your photos",
                                 description=(
         "Warps real photos (near-neutral faces only) into the same face showing sampled AU combinations at known "
         "intensities, with py-feat's AU-to-mesh model and a piecewise-affine warp over the MediaPipe mesh. Writes "
         "aligned crops and train.csv / held_out.csv manifests split by identity. Resumable."))
     synth.add_argument("--index", required=True, help="CSV with image (path relative to the CSV) and identity columns")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--per-image", type=int, default=4, help="warps per usable photo")
+    synth.add_argument("--per-image", type=positive_int, default=4, help="warps per usable photo")
     synth.add_argument("--held-out", type=float, default=0.2, help="share of identities held out")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--limit", type=int, help="use only the first N photos of the index")
+    synth.add_argument("--limit", type=positive_int, help="use only the first N photos of the index")
     synth.add_argument("--crop-size", type=int, default=224)
     synth.add_argument("--au-set", default="default", help="AU set to sample (a built-in name)")
     synth.add_argument("--gain", type=float, default=1.0,
                        help="displacement scale: an AU at intensity x moves the mesh by gain × the AU→mesh model's "
                             "displacement at x (1 = py-feat's model as fitted)")
-    synth.add_argument("--workers", type=int, default=1)
+    synth.add_argument("--workers", type=positive_int, default=1)
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
-    teacher = commands.add_parser("teacher", help="label real photos with the calibrated MediaPipe blendshape teacher",
+    teacher = commands.add_parser("teacher", parents=[common],
+        help="label real photos with the calibrated MediaPipe blendshape teacher",
                                   description=(
         "Labels real photos with the calibrated MediaPipe blendshape teacher (52 blendshapes mapped to AUs, each "
         "calibrated on synthetic faces) and writes real_train.csv / real_held_out.csv manifests split by identity: "
@@ -268,21 +318,53 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     teacher.set_defaults(func=_teacher)
 
-    info = commands.add_parser("info", help="versions, cache and assets found", description=(
+    info = commands.add_parser("info", parents=[common],
+        help="versions, cache and assets found", description=(
         "Prints package versions, $AULLAVA_HOME and where each pretrained asset was found."))
     info.set_defaults(func=_info)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    verbose, debug = getattr(args, "verbose", False), getattr(args, "debug", False) or bool(os.environ.get(DEBUG_ENV))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    set_verbose(verbose)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from aullava.assets import AssetError, aullava_home, downloads_allowed
+
     try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+        aullava_home()
+    except AssetError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    if not downloads_allowed():  # the README's promise: nothing is downloaded (read before huggingface_hub loads)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (AssetError, ValueError, OSError, ImportError) as err:  # the user's files, data and settings
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except Exception as err:  # noqa: BLE001 - anything else is our bug: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"error: {type(err).__name__}: {_one_line(err)} (unexpected; rerun with --debug for the traceback "
+              "and please report it)", file=sys.stderr)
+        return EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ rest); other keys go to the reader.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -29,7 +30,10 @@ from aullava.datasets.samples import LabelledFaces, MixedDataset, frame_source, 
 from aullava.datasets.labels import LabelledFrames, derive_formats, merge
 from aullava.datasets.manifest import read_manifest
 from aullava.datasets.patterns import PatternFaces
+from aullava.datasets.spec import SPLIT_KEYS, _closest, check_keys, dropped_summary, reader_keys
 from aullava.datasets.splits import split_frames
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FormatExpanded", "LabelledFaces", "LabelledFrames", "MixedDataset", "PatternFaces", "build_dataset",
            "derive_formats", "frame_source", "labelled_subsets", "merge", "read_frames", "targets_from_continuous"]
@@ -37,12 +41,17 @@ __all__ = ["FormatExpanded", "LabelledFaces", "LabelledFrames", "MixedDataset", 
 READERS = {"bp4d": read_bp4d, "disfa": read_disfa, "feafa": read_feafa, "manifest": read_manifest}
 
 
-def read_frames(spec: dict[str, Any]) -> LabelledFrames:
-    """One dataset spec → its label table, restricted to the requested fold's split."""
+def read_frames(spec: dict[str, Any], where: str = "dataset spec") -> LabelledFrames:
+    """One dataset spec → its label table, restricted to the requested fold's split. Unknown keys are errors."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a dataset spec must be a mapping with a type, found {type(spec).__name__}")
     spec = dict(spec)
-    kind = spec.pop("type", None)
+    kind = spec.get("type")
     if kind not in READERS:
-        raise ValueError(f"unknown dataset type {kind!r}; expected one of: {', '.join(sorted(READERS))}, patterns")
+        raise ValueError(f"{where}: unknown dataset type {kind!r}; expected one of: {', '.join(sorted(READERS))}, "
+                         f"patterns{_closest(kind, [*READERS, 'patterns'])}")
+    check_keys(spec, [*SPLIT_KEYS, *reader_keys(READERS[kind])], where, kind)
+    spec.pop("type")
     fold, split, seed = spec.pop("fold", None), spec.pop("split", "train"), spec.pop("fold_seed", 0)
     frames = READERS[kind](**spec)
     if fold is None:
@@ -58,14 +67,25 @@ def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, ima
     """A recipe's `data.train` → samples. Real datasets get their face crops built (or found) in the cache."""
     if isinstance(spec, list):
         return MixedDataset([build_dataset(s, num_aus, image_size, cache_root, workers) for s in spec])
+    if not isinstance(spec, dict):
+        raise ValueError(f"data.train: a dataset spec must be a mapping with a type, found {type(spec).__name__}")
     spec = dict(spec)
     if spec.get("type") == "patterns":
+        check_keys(spec, ["type", *reader_keys(PatternFaces, skip=("num_aus", "image_size"))], "data.train",
+                   "patterns")
         spec.pop("type")
         return PatternFaces(num_aus=num_aus, image_size=image_size, **spec)
     from aullava.faces.crop_cache import FaceCropCache
 
     ask = spec.pop("ask", "labelled")
-    frames = read_frames(spec)
+    frames = read_frames(spec, where="data.train")
+    for problem in frames.problems:
+        log.warning("%s", problem)
     cache = FaceCropCache(cache_root, crop_size=image_size)
-    cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers)
-    return LabelledFaces(frames, cache, ask=ask)
+    report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers)
+    faces = LabelledFaces(frames, cache, ask=ask)
+    if faces.dropped:
+        log.warning("%s: %s", frames.name, dropped_summary(len(frames.table), report.failures or
+                                                           [f"{faces.dropped} rows without a face crop"],
+                                                           "dropped from training"))
+    return faces

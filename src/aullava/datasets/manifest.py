@@ -37,6 +37,7 @@ _AU_COLUMN = re.compile(r"^((?:AU|AD)\d+[LR]?)(?:_([cr]))?$", re.IGNORECASE)
 _META = ("dataset", "subject", "sequence", "image", "video", "frame")
 _RANGE = {AnswerFormat.BINARY: (0, 1, True), AnswerFormat.DISCRETE: (0, 5, True),
           AnswerFormat.CONTINUOUS: (0, 1, False)}
+_MISSING_WORDS = {"nan", "none", "null", "n/a", "#n/a"}
 _FORMAT_OF_SUFFIX = {"c": AnswerFormat.BINARY, "r": AnswerFormat.DISCRETE, None: AnswerFormat.CONTINUOUS}
 
 
@@ -145,6 +146,9 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
             raise ValueError(f"{path} {where[i]}: neither image nor video given")
         if subj is None or (isinstance(subj, float) and np.isnan(subj)) or str(subj).strip() == "":
             raise ValueError(f"{path} {where[i]}: empty subject")
+        if str(subj).strip().lower() in _MISSING_WORDS:  # a spreadsheet's or pandas' way of writing "missing"
+            raise ValueError(f"{path} {where[i]}: subject {str(subj).strip()!r} looks like a missing value; "
+                             "give every row its subject id")
     if "frame" in lower:
         raw = _numeric(df[lower["frame"]], path, where, "frame")
         bad = np.isnan(raw) | (raw != np.round(raw)) | (raw < 0)

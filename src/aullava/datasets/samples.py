@@ -27,12 +27,17 @@ def frame_source(row) -> Any:
     return row["image"]
 
 
-def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS, ask: str = "labelled") -> dict[str, AUSet]:
+def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS, ask: str | AUSet = "labelled") -> dict[str, AUSet]:
     """Per format, the AUs (in the dataset's order) that have at least one label in that format. `ask="all"`
     keeps the whole AU set for every format that has any label (unlabelled AUs are then masked, not dropped):
-    for a teacher that cannot see some AUs, so its photos are asked the same question as everything else."""
+    for a teacher that cannot see some AUs, so its photos are asked the same question as everything else.
+    An `AUSet` (a model's own set, what `predict` asks) is asked as it is for every format that has any label."""
+    if isinstance(ask, AUSet):
+        return {fmt.value: ask for fmt in map(AnswerFormat.parse, formats)
+                if any(c in frames.table.columns and frames.table[c].notna().any()
+                       for c in au_columns(frames.au_set, fmt))}
     if ask not in ("labelled", "all"):
-        raise ValueError(f"ask must be 'labelled' or 'all', got {ask!r}")
+        raise ValueError(f"ask must be 'labelled', 'all' or 'model', got {ask!r}")
     subsets = {}
     for fmt in map(AnswerFormat.parse, formats):
         columns = au_columns(frames.au_set, fmt)
@@ -50,7 +55,7 @@ class LabelledFaces(Dataset):
     """One sample per table row whose face crop is in the cache (build the cache first; rows whose crop failed
     are dropped and counted in `dropped`)."""
 
-    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS, ask: str = "labelled"):
+    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS, ask: str | AUSet = "labelled"):
         self.frames = frames
         self.cache = cache
         self.au_sets = labelled_subsets(frames, formats, ask)
@@ -68,6 +73,10 @@ class LabelledFaces(Dataset):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def asked_ids(self) -> set[str]:
+        """Every AU some format asks."""
+        return {au for subset in self.au_sets.values() for au in subset.ids}
 
     def formats_of(self, index: int) -> list[str]:
         return [fmt for fmt, values in self.values.items() if not np.all(np.isnan(values[index]))]

@@ -104,7 +104,25 @@ def one_face_per_key(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return kept
 
 
-def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | None = None) -> PredictionTable:
+def _check_prediction_values(df: pd.DataFrame, binary, discrete, bare, source: str) -> None:
+    """A prediction that is not a number or lies outside its format's range is never scored: an error naming the
+    file, the row (1-based, as a spreadsheet counts data rows) and the column."""
+    for columns, (low, high) in ((binary, (0, 1)), (discrete, (0, 5)), (bare, (0, 1))):
+        for column in columns:
+            raw = df[column]
+            values = pd.to_numeric(raw, errors="coerce")
+            text = raw.astype(str).str.strip()
+            not_number = values.isna() & raw.notna() & (text != "") & (text.str.lower() != "nan")
+            outside = values.notna() & ((values < low) | (values > high))
+            for bad, why in ((not_number, "is not a number"), (outside, f"is outside {low}..{high}")):
+                if bad.any():
+                    i = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise ValueError(f"{source} row {i + 1}: {column} = {raw.iloc[i]!r} {why} "
+                                     f"({int(bad.sum())} such value(s) in this column)")
+
+
+def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | None = None,
+                          source: str = "predictions") -> PredictionTable:
     """Bring an in-memory prediction table (ours, OpenFace's or py-feat's) into the shared convention.
 
     ``video`` names the video of an OpenFace/py-feat per-video table (the ground truth's ``video`` path, which is
@@ -118,6 +136,7 @@ def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | 
     binary, discrete, bare = _au_columns(df, "c"), _au_columns(df, "r"), _au_columns(df, "")
 
     au_cols = binary + discrete + bare
+    _check_prediction_values(df, binary, discrete, bare, source)
     df[au_cols] = df[au_cols].apply(pd.to_numeric, errors="coerce").astype(float)
     if tool == "openface" and "success" in df.columns:
         failed = pd.to_numeric(df["success"], errors="coerce").fillna(0).to_numpy() == 0
@@ -161,7 +180,7 @@ def read_predictions(path: str | Path, tool: str = "auto", *, video: str | None 
     For an OpenFace per-video CSV, ``video`` (e.g. the CSV's stem) adds a ``video`` key column.
     """
     df = pd.read_csv(path, skipinitialspace=True)
-    return normalize_predictions(df, tool, video=video)
+    return normalize_predictions(df, tool, video=video, source=str(path))
 
 
 # ------------------------------------------------------------------------------------------ reports

@@ -13,6 +13,7 @@ most viewers and document pipelines show and gives a clean, defined background f
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def _open(path: Path) -> Image.Image:
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, not an image file")
+    if not path.is_file():  # opening a FIFO would block forever, a device could read without end
+        kind = next((name for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
+                                             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+                     if test(path.stat().st_mode)), "not a regular file")
+        raise InputError(path, f"{kind}, not an image file: skipped")
     try:
         with warnings.catch_warnings():  # 90-200 MP: PIL warns; our own MAX_PIXELS check decides instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -102,7 +102,9 @@ class HFVisionTower(VisionEncoder):
             cfg = AutoConfig.for_model(**config)
             model = AutoModel.from_config(cfg)
         else:
-            model = AutoModel.from_pretrained(name_or_path)
+            from aullava.assets import local_pretrained
+
+            model = AutoModel.from_pretrained(local_pretrained(name_or_path, "vision tower"))
         self.tower = getattr(model, "vision_model", model)  # CLIPModel/SiglipModel → their vision part
         vcfg = self.tower.config
         self.select_layer = select_layer

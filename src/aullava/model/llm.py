@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aullava.assets import GEMMA_ASSET, gemma_dir
+from aullava.assets import GEMMA_ASSET, gemma_dir, local_pretrained
 from aullava.model.config import LLMConfig
 
 
 def resolve_llm_path(name_or_path: str) -> str:
-    return str(gemma_dir()) if name_or_path == GEMMA_ASSET else name_or_path
+    return str(gemma_dir()) if name_or_path == GEMMA_ASSET else local_pretrained(name_or_path, "LLM")
 
 
 def build_llm(spec: LLMConfig, tokenizer_dir: str | None = None) -> tuple[nn.Module, Any]:
@@ -30,11 +30,11 @@ def build_llm(spec: LLMConfig, tokenizer_dir: str | None = None) -> tuple[nn.Mod
     if spec.config is not None:
         config = AutoConfig.for_model(**spec.config)
         model = AutoModelForCausalLM.from_config(config)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(local_pretrained(tokenizer_dir, "tokenizer"))
     else:
         path = resolve_llm_path(spec.name_or_path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path)
+        tokenizer = AutoTokenizer.from_pretrained(local_pretrained(tokenizer_dir or path, "tokenizer"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

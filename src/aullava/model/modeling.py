@@ -24,10 +24,11 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from aullava.model.config import AuLlavaConfig
+from aullava.model.checkpoint_files import CheckpointError, check_tensors, read_tensors
 from aullava.model.encoder import build_vision_encoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
@@ -254,7 +255,14 @@ class AuLlavaModel(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory}: not an aullava checkpoint (no {CONFIG_NAME})")
-        config = AuLlavaConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        try:
+            data = json.loads((directory / CONFIG_NAME).read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{directory / CONFIG_NAME}: not readable JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{directory / CONFIG_NAME}: expected a JSON object of model settings, "
+                                  f"found {type(data).__name__}")
+        config = AuLlavaConfig.from_dict(data, where=str(directory / CONFIG_NAME))
         if config.template_version != TEMPLATE_VERSION:
             raise ValueError(f"{directory}: trained with prompt template {config.template_version!r}, "
                              f"this aullava speaks {TEMPLATE_VERSION!r}")
@@ -263,18 +271,42 @@ class AuLlavaModel(nn.Module):
         model.eval()
         return model
 
-    def load_trainable(self, directory: str | Path) -> None:
-        """Loads base (random-init parts), projector and LoRA weights from a checkpoint directory in place."""
+    def expected_tensors(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Per checkpoint file, the tensor names and shapes a checkpoint of this model must hold."""
+        expected = {PROJECTOR_NAME: {k: tuple(v.shape) for k, v in self.projector.state_dict().items()}}
+        if self.lora_config is not None:
+            from peft import get_peft_model_state_dict
+
+            expected[ADAPTER_NAME] = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(self).items()}
+        prefixes = tuple(self._full_weight_prefixes())
+        if prefixes:
+            expected[BASE_NAME] = {k: tuple(v.shape) for k, v in self.state_dict().items()
+                                   if k.startswith(prefixes) and "lora_" not in k}
+        return expected
+
+    def read_checkpoint(self, directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+        """Every tensor file of a checkpoint, checked against `expected_tensors` (CheckpointError otherwise)."""
         directory = Path(directory)
-        if (directory / BASE_NAME).is_file():
-            missing, unexpected = self.load_state_dict(load_file(str(directory / BASE_NAME)), strict=False)
+        files = {}
+        for name, expected in self.expected_tensors().items():
+            files[name] = read_tensors(directory / name)
+            check_tensors(directory / name, files[name], expected)
+        return files
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """Loads base (random-init parts), projector and LoRA weights from a checkpoint directory in place, after
+        checking that every expected tensor is there with its shape."""
+        directory = Path(directory)
+        files = self.read_checkpoint(directory)
+        if BASE_NAME in files:
+            missing, unexpected = self.load_state_dict(files[BASE_NAME], strict=False)
             if unexpected:
                 raise ValueError(f"{directory / BASE_NAME}: unexpected weights {unexpected[:5]}")
-        self.projector.load_state_dict(load_file(str(directory / PROJECTOR_NAME)))
+        self.projector.load_state_dict(files[PROJECTOR_NAME])
         if self.lora_config is not None:
             from peft import set_peft_model_state_dict
 
-            result = set_peft_model_state_dict(self, load_file(str(directory / ADAPTER_NAME)))
+            result = set_peft_model_state_dict(self, files[ADAPTER_NAME])
             if result.unexpected_keys:
                 raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
 

@@ -137,16 +137,38 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
     checkpoint = None
     if resume:
         checkpoint = resume if isinstance(resume, str) else (
-            get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None)
+            last_good_checkpoint(trainer.model, output_dir) if output_dir.is_dir() else None)
     stage = recipe.get("vision_stage") or {}
     if checkpoint:
-        log.info("resuming from %s", checkpoint)
+        log.warning("resuming from %s", checkpoint)
     else:
         _vision_stage(trainer, stage, output_dir / VISION_STAGE_DIR)
     freeze_parts(trainer.model, stage.get("freeze") or [])  # before the optimizer is built, also on resume
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
     return trainer
+
+
+def last_good_checkpoint(model: AuLlavaModel, output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` whose weights and Trainer state are intact: a run killed while writing its last
+    checkpoint resumes from the one before, and says so."""
+    from aullava.model.checkpoint_files import CheckpointError, trainer_state_problem
+
+    if get_last_checkpoint(str(output_dir)) is None:
+        return None
+    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in output_dir.glob("checkpoint-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _, path in reversed(steps):
+        try:
+            model.read_checkpoint(path)
+            problem = trainer_state_problem(path)
+        except CheckpointError as err:
+            problem = str(err)
+        if problem is None:
+            return str(path)
+        log.warning("skipping damaged checkpoint %s (%s)", path, problem)
+    log.warning("no intact checkpoint in %s: starting from the beginning", output_dir)
+    return None
 
 
 def freeze_parts(model: AuLlavaModel, parts: list[str]) -> None:
