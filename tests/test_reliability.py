@@ -187,7 +187,7 @@ def _one_error_line(capsys, *needles) -> str:
 def checkpoint(char_tokenizer_dir, tmp_path):
     import torch
 
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.modeling import AuLlavaModel
     from conftest import tiny_model_config
 
     torch.manual_seed(0)
@@ -204,8 +204,8 @@ def _rewrite(path: Path, keep) -> None:
 
 
 def test_checkpoint_missing_adapter_tensors_is_refused(checkpoint):
-    from aullava.checkpoint_files import CheckpointError
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.modeling import AuLlavaModel
 
     names = sorted(__import__("safetensors.torch").torch.load_file(str(checkpoint / "adapter_model.safetensors")))
     dropped = set(names[len(names) // 4:])  # keep a quarter, as a half-copied file would
@@ -218,8 +218,8 @@ def test_checkpoint_missing_adapter_tensors_is_refused(checkpoint):
 
 
 def test_checkpoint_with_an_empty_adapter_is_refused(checkpoint):
-    from aullava.checkpoint_files import CheckpointError
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.modeling import AuLlavaModel
 
     _rewrite(checkpoint / "adapter_model.safetensors", lambda k, v: None)
     with pytest.raises(CheckpointError, match="adapter_model.safetensors lacks"):
@@ -227,8 +227,8 @@ def test_checkpoint_with_an_empty_adapter_is_refused(checkpoint):
 
 
 def test_checkpoint_with_a_wrong_projector_shape_is_refused(checkpoint):
-    from aullava.checkpoint_files import CheckpointError
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.modeling import AuLlavaModel
 
     _rewrite(checkpoint / "projector.safetensors", lambda k, v: v[:, :-1].contiguous() if v.ndim == 2 else v)
     with pytest.raises(CheckpointError, match=r"projector.safetensors has weight of shape"):
@@ -254,8 +254,8 @@ def test_config_json_that_is_not_an_object_is_one_error_line(checkpoint, capsys,
 
 
 def test_config_json_list_refused_by_from_pretrained(checkpoint):
-    from aullava.checkpoint_files import CheckpointError
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.modeling import AuLlavaModel
 
     (checkpoint / "config.json").write_text("[]")
     with pytest.raises(CheckpointError, match="expected a JSON object"):
@@ -267,7 +267,7 @@ def test_resume_skips_a_damaged_last_checkpoint(char_tokenizer_dir, tmp_path, ca
 
     from transformers import TrainerCallback
 
-    from aullava.training import train
+    from aullava.training.recipe import train
     from conftest import tiny_model_config
 
     class Steps(TrainerCallback):
