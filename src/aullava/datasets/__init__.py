@@ -30,7 +30,7 @@ from aullava.datasets.samples import LabelledFaces, MixedDataset, frame_source, 
 from aullava.datasets.labels import LabelledFrames, derive_formats, merge
 from aullava.datasets.manifest import read_manifest
 from aullava.datasets.patterns import PatternFaces
-from aullava.datasets.spec import SPLIT_KEYS, _closest, check_keys, dropped_summary, reader_keys
+from aullava.datasets.spec import SPLIT_KEYS, check_keys, closest_hint, dropped_summary, reader_keys
 from aullava.datasets.splits import split_frames
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def read_frames(spec: dict[str, Any], where: str = "dataset spec") -> LabelledFr
     kind = spec.get("type")
     if kind not in READERS:
         raise ValueError(f"{where}: unknown dataset type {kind!r}; expected one of: {', '.join(sorted(READERS))}, "
-                         f"patterns{_closest(kind, [*READERS, 'patterns'])}")
+                         f"patterns{closest_hint(kind, [*READERS, 'patterns'])}")
     check_keys(spec, [*SPLIT_KEYS, *reader_keys(READERS[kind])], where, kind)
     spec.pop("type")
     fold, split, seed = spec.pop("fold", None), spec.pop("split", "train"), spec.pop("fold_seed", 0)

@@ -14,7 +14,7 @@ SPLIT_KEYS = ("type", "fold", "split", "fold_seed")
 SAMPLE_KEYS = ("ask",)
 
 
-def _closest(name: str, valid) -> str:
+def closest_hint(name: str, valid) -> str:
     import difflib
 
     match = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
@@ -29,7 +29,7 @@ def reader_keys(reader: Callable, skip: tuple[str, ...] = ()) -> list[str]:
 def check_keys(spec: dict[str, Any], valid: list[str], where: str, kind: str) -> None:
     for key in spec:
         if key not in valid:
-            raise ValueError(f"{where}: unknown key {key!r} in the {kind} dataset spec{_closest(key, valid)}; "
+            raise ValueError(f"{where}: unknown key {key!r} in the {kind} dataset spec{closest_hint(key, valid)}; "
                              f"valid keys: {', '.join(valid)}")
 
 
