@@ -240,7 +240,7 @@ def test_truncated_adapter_is_one_error_line_naming_it(checkpoint, capsys, astro
 
     path = checkpoint / "adapter_model.safetensors"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "-q"]) == 1
+    assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "-q"]) == 2
     _one_error_line(capsys, str(checkpoint), "adapter_model.safetensors cannot be read")
 
 
@@ -431,7 +431,7 @@ def test_eval_spec_mistakes_are_one_line(text, needle, tmp_path, capsys):
     spec.write_text(text)
     code = main(["eval", "--data", str(spec), "--predictions", str(_predictions(tmp_path)), "--out",
                  str(tmp_path / "r")])
-    assert code == 1
+    assert code == 2
     _one_error_line(capsys, str(spec), needle)
 
 
@@ -451,7 +451,7 @@ def test_out_of_range_predictions_are_refused(column, value, tmp_path, capsys):
     spec.write_text(f"{{type: manifest, path: {tmp_path / 'm.csv'}}}")
     code = main(["eval", "--data", str(spec), "--predictions", str(_predictions(tmp_path, **{column: value})),
                  "--out", str(tmp_path / "r")])
-    assert code == 1
+    assert code == 2
     _one_error_line(capsys, "pred.csv row 4", column)
 
 
@@ -521,7 +521,7 @@ def test_hub_id_is_refused_without_opt_in(monkeypatch, checkpoint, capsys, astro
     (checkpoint / "config.json").write_text(json.dumps(config))
     monkeypatch.delenv("AULLAVA_ALLOW_DOWNLOAD", raising=False)
     started = time.monotonic()
-    assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "-q"]) == 1
+    assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "-q"]) == 2
     assert time.monotonic() - started < 60
     _one_error_line(capsys, "google/gemma-3-270m", "AULLAVA_ALLOW_DOWNLOAD=1")
 

@@ -1,7 +1,8 @@
 """`aullava` command line: predict, train, eval, synth, teacher, info.
 
-Exit codes: 0 all done; 1 some inputs (images, data, checkpoint content) failed, each named on an `error:` line;
-2 a usage mistake (an option or path), found before any model is loaded. No traceback for a user's mistake;
+Exit codes: 0 all done; 1 some inputs (images) failed, each named on an `error:` line, the others done; 2 a
+mistake that stops the command: an option or path (found before any model is loaded), or a config, recipe, spec,
+checkpoint or data file that cannot be used. No traceback for a user's mistake;
 `--debug` (or AULLAVA_DEBUG=1) shows it."""
 
 from __future__ import annotations
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        return EXIT_USAGE
     except Exception as err:  # noqa: BLE001 - anything else is our bug: still one line, the traceback on request
         if debug:
             raise
