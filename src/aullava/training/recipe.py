@@ -178,4 +178,5 @@ def _vision_stage(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path
                                learning_rate=float(spec.get("learning_rate", 1e-3)),
                                seed=int(trainer.args.seed))
     log.info("vision stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
-    model.save_pretrained(directory)
+    if trainer.args.should_save:  # every rank runs it (same seed; DDP then syncs from rank 0); one writes
+        model.save_pretrained(directory)
