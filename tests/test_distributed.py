@@ -19,13 +19,13 @@ TESTS = Path(__file__).parent
 pytestmark = pytest.mark.distributed
 
 
-def torchrun(args: list[str], processes: int = 2, cwd: Path = TESTS) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], processes: int = 2, cwd: Path = TESTS, code: int = 0) -> subprocess.CompletedProcess:
     """`torchrun --standalone` (a free port per launch) with this checkout's aullava and the tests' helpers."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(aullava.__file__).parents[1]), str(TESTS)]),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -84,3 +84,54 @@ def test_two_process_training_equals_one_process_with_the_global_batch(char_toke
     assert again0["losses"] == rank0["losses"]  # steps 1-3 restored from the checkpoint, 4-6 trained again
     w_resumed = load_file(str(tmp_path / "rec-resumed" / "weights-rank0.safetensors"))
     assert all(bool((w_resumed[k] == w0[k]).all()) for k in w0)
+
+
+@pytest.fixture(scope="module")
+def faces_folder(tmp_path_factory, astronaut_path):
+    """Five inputs, one of them not an image: rank 0 takes the first three, rank 1 the last two."""
+    from PIL import Image, ImageOps
+
+    d = tmp_path_factory.mktemp("faces")
+    face = Image.open(astronaut_path).convert("RGB")
+    face.save(d / "a.png")
+    ImageOps.mirror(face).save(d / "b.png")
+    (d / "c.jpg").write_text("not an image\n")
+    face.rotate(8).save(d / "d.png")
+    face.resize((300, 300)).save(d / "e.png")
+    return d
+
+
+def test_two_process_predict_writes_the_one_process_table(char_tokenizer_dir, faces_folder, tmp_path):
+    import pandas as pd
+    import torch
+
+    from aullava.cli import main
+    from aullava.modeling import AuLlavaModel
+    from conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    model = tmp_path / "model"
+    AuLlavaModel(tiny_model_config(char_tokenizer_dir, vision="clip", llm="llama")).save_pretrained(model)
+    common = ["predict", str(faces_folder), "--model", str(model), "-q"]
+    assert main(common + ["--out", str(tmp_path / "one.csv")]) == 1  # c.jpg fails, the others are predicted
+    one = pd.read_csv(tmp_path / "one.csv")
+    assert list(one["file"].map(lambda f: Path(f).name)) == ["a.png", "b.png", "c.jpg", "d.png", "e.png"]
+
+    # rank 0 gathers every rank's results and writes one table: the same bytes as one process
+    result = torchrun(["-m", "aullava.cli"] + common + ["--out", str(tmp_path / "two.csv")], code=1)
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert "1 of 5 inputs failed" in result.stderr
+
+    # --out FOLDER/: one shard per rank, joined by rank 0 into predictions.csv; merge-shards joins them again
+    shards = tmp_path / "shards"
+    torchrun(["-m", "aullava.cli"] + common + ["--out", f"{shards}/"], code=1)
+    assert sorted(p.name for p in shards.iterdir()) == ["part-00000-of-00002.csv", "part-00001-of-00002.csv",
+                                                        "predictions.csv"]
+    for part, names in (("00000", ["a.png", "b.png", "c.jpg"]), ("00001", ["d.png", "e.png"])):
+        shard = pd.read_csv(shards / f"part-{part}-of-00002.csv")
+        assert list(shard["file"].map(lambda f: Path(f).name)) == names
+    pd.testing.assert_frame_equal(pd.read_csv(shards / "predictions.csv"), one)
+    assert main(["merge-shards", str(shards), "--out", str(tmp_path / "merged.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "merged.csv"), one)
+    (shards / "part-00001-of-00002.csv").unlink()
+    assert main(["merge-shards", str(shards)]) == 2  # a missing shard is named, not silently dropped

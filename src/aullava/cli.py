@@ -1,4 +1,5 @@
-"""`aullava` command line: predict, train, info."""
+"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, train, eval, synth,
+teacher, export-llava, info."""
 
 from __future__ import annotations
 
@@ -13,37 +14,104 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """Under `torchrun` / `accelerate launch` every process takes one contiguous block of the inputs (see
+    `aullava.distributed`); rank 0 reports, writes the table and returns the exit code."""
     from aullava.answer_format import ALL_FORMATS
-    from aullava.inference import Predictor, to_dataframe
+    from aullava.distributed import ProcessGroup, process_info, shard_bounds
+    from aullava.faces.images import iter_image_paths
+    from aullava.inference import Predictor
 
+    info = process_info()
     formats = args.formats or [f.value for f in ALL_FORMATS]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        predictor = Predictor(args.model, batch_size=args.batch_size, device=args.device)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
-    print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
-          f"({len(predictor.model.au_set)} AUs)", file=sys.stderr)
-    results = predictor.predict(args.inputs, formats, progress=not args.quiet)
-    for result in results:
-        if result.error:
-            print(f"error: {result.error}", file=sys.stderr)
-    if args.out:
-        table = to_dataframe(results, predictor.model.au_set, formats)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".json":
-            out.write_text(table.to_json(orient="records", indent=2))
+    device = args.device
+    if device is None and info.distributed:
+        import torch
+
+        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"  # one GPU per process
+    with ProcessGroup(info) as group:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = Predictor(args.model, batch_size=args.batch_size, device=device)
+        if info.is_main:
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
+            status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
+            ranks = f", {info.world_size} processes" if info.distributed else ""
+            print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
+                  f"({len(predictor.model.au_set)} AUs){ranks}", file=sys.stderr)
+        sources = iter_image_paths(args.inputs)
+        start, stop = shard_bounds(len(sources), info)
+        results = predictor.predict(sources[start:stop], formats, progress=not args.quiet and info.is_main)
+        for result in results:
+            if result.error:
+                print(f"error: {result.error}", file=sys.stderr)
+        counts = group.gather((sum(1 for r in results if r.error), len(results)))
+        out = Path(args.out) if args.out else None
+        if out is not None and (out.is_dir() or args.out.endswith(("/", os.sep))):
+            _write_shard(results, predictor.model.au_set, formats, out, info, group)
+            results = results if not info.distributed else None  # the shards hold them; nothing to print
         else:
-            table.to_csv(out, index=False)
-        print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
-    if (not args.quiet or not args.out) and any(r.faces for r in results):
+            gathered = group.gather(results)
+            if info.is_main:
+                results = [r for part in gathered for r in part]
+                if out is not None:
+                    _write_table(results, predictor.model.au_set, formats, out)
+    if not info.is_main:
+        return EXIT_OK
+    if (not args.quiet or not args.out) and results is not None and any(r.faces for r in results):
         print(_readable(results, predictor.model.au_set, formats))
-    failed = sum(1 for r in results if r.error)
+    failed, total = (sum(c[i] for c in counts) for i in (0, 1))
     if failed:
-        print(f"{failed} of {len(results)} inputs failed", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed or not results else EXIT_OK
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or not total else EXIT_OK
+
+
+def _write_table(results, au_set, formats, out: Path) -> None:
+    from aullava.inference import to_dataframe
+
+    table = to_dataframe(results, au_set, formats)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(table.to_json(orient="records", indent=2))
+    else:
+        table.to_csv(out, index=False)
+    print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+
+
+def _write_shard(results, au_set, formats, out: Path, info, group) -> None:
+    """`--out DIR`: one process writes DIR/predictions.csv; several write DIR/part-RRRRR-of-WWWWW.csv each, and
+    rank 0 joins them into DIR/predictions.csv when it can see them all (a shared file system), else says how."""
+    from aullava.distributed import MERGED_NAME, merge_shards, shard_name
+    from aullava.inference import to_dataframe
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = to_dataframe(results, au_set, formats)
+    if not info.distributed:
+        table.to_csv(out / MERGED_NAME, index=False)
+        print(f"wrote {len(table)} rows to {out / MERGED_NAME}", file=sys.stderr)
+        return
+    table.to_csv(out / shard_name(info), index=False)
+    group.barrier()
+    if not info.is_main:
+        return
+    try:
+        table = merge_shards(out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"note: shards not merged here ({err}); collect every part-*.csv in one folder and run "
+              f"`aullava merge-shards FOLDER`", file=sys.stderr)
+        return
+    table.to_csv(out / MERGED_NAME, index=False)
+    print(f"wrote {len(table)} rows to {out / MERGED_NAME} (from {info.world_size} shards)", file=sys.stderr)
+
+
+def _merge_shards(args: argparse.Namespace) -> int:
+    from aullava.distributed import MERGED_NAME, merge_shards
+
+    table = merge_shards(args.folder)
+    out = Path(args.out) if args.out else Path(args.folder) / MERGED_NAME
+    table.to_csv(out, index=False)
+    print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _readable(results, au_set, formats) -> str:
@@ -191,11 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
     predict.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"],
                          help="answer formats (default: all three)")
-    predict.add_argument("--out", help="write the table as CSV (or JSON if the name ends in .json)")
+    predict.add_argument("--out", help="write the table as CSV (or JSON if the name ends in .json); a folder (an "
+                         "existing one, or a name ending in /) gets predictions.csv, and under several processes "
+                         "one shard per process, joined by rank 0")
     predict.add_argument("--batch-size", type=int, default=8, help="faces×formats per LLM batch")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar; no table when --out is given")
     predict.set_defaults(func=_predict)
+
+    merge = commands.add_parser("merge-shards", help="join the per-process shards of a multi-process predict",
+                                description=(
+        "Joins part-RRRRR-of-WWWWW.csv files (what `predict --out FOLDER/` writes under several processes) in rank "
+        "order, which is the input order. Needed only when the processes did not share a file system."))
+    merge.add_argument("folder", help="folder holding every shard of one run")
+    merge.add_argument("--out", help="table to write (default: FOLDER/predictions.csv)")
+    merge.set_defaults(func=_merge_shards)
 
     train = commands.add_parser("train", help="train or fine-tune a model from a YAML recipe", description=(
         "Trains with Hugging Face Trainer (works under `accelerate launch`). Resumes from the last checkpoint in "
