@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from aullava.datasets import FormatExpanded
-from aullava.modeling import AuLlavaModel
-from aullava.training import train
+from aullava.model.modeling import AuLlavaModel
+from aullava.training.recipe import train
 from conftest import tiny_model_config
 
 AUS = ["AU1", "AU2", "AU4", "AU6"]

@@ -36,7 +36,7 @@ def ranks(record: Path) -> list[dict]:
 def test_two_process_training_equals_one_process_with_the_global_batch(char_tokenizer_dir, tmp_path):
     from ddp_train_worker import recipe
 
-    from aullava.training import train
+    from aullava.training.recipe import train
 
     # 2 processes × 4 items = the global batch of 8; 24 items → 3 steps per epoch, 6 steps = 2 epochs
     worker = ["ddp_train_worker.py", "--tokenizer", str(char_tokenizer_dir), "--max-steps", "6", "--batch-size", "4",
@@ -106,7 +106,7 @@ def test_two_process_predict_writes_the_one_process_table(char_tokenizer_dir, fa
     import torch
 
     from aullava.cli import main
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.modeling import AuLlavaModel
     from conftest import tiny_model_config
 
     torch.manual_seed(0)
