@@ -97,3 +97,96 @@ def test_export_refuses_a_model_llava_cannot_hold(char_tokenizer_dir, tmp_path, 
     AuLlavaModel(tiny_model_config(char_tokenizer_dir)).save_pretrained(tmp_path / "effnet")  # EfficientNet
     assert main(["export-llava", str(tmp_path / "effnet"), str(tmp_path / "out")]) == 2
     assert "needs an HF CLIP/SigLIP vision tower" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(char_tokenizer_dir, tmp_path_factory):
+    """A tiny random transformers LLaVA (CLIP tower, LLaMA, GELU projector) with its tokenizer, as llava-hf ships."""
+    from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+
+    directory = tmp_path_factory.mktemp("tiny_llava")
+    tokenizer = AutoTokenizer.from_pretrained(str(char_tokenizer_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    reference = tiny_model_config(char_tokenizer_dir, vision="clip", llm="llama")
+    text = {**reference.llm["config"], "vocab_size": len(tokenizer)}
+    config = LlavaConfig(vision_config=reference.vision["config"], text_config=text, projector_hidden_act="gelu",
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(1)
+    LlavaForConditionalGeneration(config).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def llava_recipe(char_tokenizer_dir, llava_dir, output_dir, projector="mlp2x_gelu", max_steps=2):
+    model = asdict(tiny_model_config(char_tokenizer_dir, vision="clip", llm="llama", au_set=AUS))
+    del model["vision"], model["llm"]
+    return {"model": {**model, "from_llava": str(llava_dir), "projector": projector},
+            "data": {"train": {"type": "patterns", "num_samples": 8, "seed": 0}, "formats": ["binary"]},
+            "training": {"output_dir": str(output_dir), "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+                         "max_steps": max_steps, "save_steps": 100, "use_cpu": True, "disable_tqdm": True,
+                         "report_to": []}}
+
+
+def test_recipe_starts_from_a_llava_directory(char_tokenizer_dir, tiny_llava, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from aullava.training import build_training, train
+
+    llava = LlavaForConditionalGeneration.from_pretrained(str(tiny_llava)).eval()
+    model = build_training(llava_recipe(char_tokenizer_dir, tiny_llava, tmp_path / "x")).model.eval()
+    # the LLaVA's vision tower, language model and projector, weight for weight (LoRA still zero)
+    mine = {k.replace("base_layer.", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
+    theirs = {"vision_encoder.tower.": llava.model.vision_tower, "language_model.model.": llava.model.language_model,
+              "language_model.lm_head.": llava.lm_head}
+    for prefix, module in theirs.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(mine[prefix + key], value), prefix + key
+    # aullava's visual tokens are LLaVA's image features: same layer, class token dropped, same projector
+    pixels = model.vision_encoder.preprocess(crops(model))
+    with torch.no_grad():
+        ours = model.projector(model.vision_encoder(pixels))
+        expected = torch.stack(llava.get_image_features(pixel_values=pixels).pooler_output)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+    # it trains, and its checkpoint references the LLaVA directory instead of copying its weights
+    trainer = train(llava_recipe(char_tokenizer_dir, tiny_llava, tmp_path / "run"))
+    assert trainer.state.global_step == 2
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["vision"]["llava"] == saved["llm"]["llava"] == str(tiny_llava)
+    assert not (tmp_path / "run" / "base_model.safetensors").exists()
+    reloaded = AuLlavaModel.from_pretrained(tmp_path / "run")
+    images = crops(reloaded)
+    torch.testing.assert_close(answer_logits(reloaded, images, "binary", [1, 0, 0, 1])[0],
+                               answer_logits(trainer.model.eval(), images, "binary", [1, 0, 0, 1])[0])
+
+
+def test_a_linear_projector_does_not_take_a_gelu_one(char_tokenizer_dir, tiny_llava, tmp_path, caplog):
+    from transformers import LlavaForConditionalGeneration
+
+    from aullava.training import build_training
+
+    llava = LlavaForConditionalGeneration.from_pretrained(str(tiny_llava))
+    model = build_training(llava_recipe(char_tokenizer_dir, tiny_llava, tmp_path / "x", projector="linear")).model
+    assert "projector not taken" in caplog.text and "mlp2x_gelu" in caplog.text  # says why and what to do
+    first, second = llava.model.multi_modal_projector.linear_1, llava.model.multi_modal_projector.linear_2
+    for impostor in (first.weight, second.weight @ first.weight):  # neither half, nor the product, of a GELU MLP
+        assert not torch.allclose(model.projector.weight, impostor)
+
+
+def test_export_then_import_round_trip(char_tokenizer_dir, tmp_path):
+    """An exported model as a recipe's starting point (linear projector = the product of LLaVA's two layers)
+    answers like the model that was exported."""
+    from aullava.llava.export import export_llava
+    from aullava.training import build_training
+
+    original = tiny_tower_model(char_tokenizer_dir, "clip_vision_model", "linear")
+    original.save_pretrained(tmp_path / "aullava")
+    export_llava(AuLlavaModel.from_pretrained(tmp_path / "aullava"), tmp_path / "llava")
+    started = build_training(llava_recipe(char_tokenizer_dir, tmp_path / "llava", tmp_path / "x",
+                                          projector="linear")).model.eval()
+    images = crops(started)
+    vocab = original.language_model.config.vocab_size
+    before = answer_logits(original.eval(), images, "continuous", [0.5, 0.0, 1.0, 0.25])[0]
+    after = answer_logits(started, images, "continuous", [0.5, 0.0, 1.0, 0.25])[0]
+    torch.testing.assert_close(after[:, :vocab], before, rtol=0, atol=1e-4)  # merged float32 weights: see above
