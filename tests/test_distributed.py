@@ -135,3 +135,17 @@ def test_two_process_predict_writes_the_one_process_table(char_tokenizer_dir, fa
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "merged.csv"), one)
     (shards / "part-00001-of-00002.csv").unlink()
     assert main(["merge-shards", str(shards)]) == 2  # a missing shard is named, not silently dropped
+
+
+@pytest.mark.parametrize("path", sorted((TESTS.parent / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_are_valid(path):
+    """Each example parses as an accelerate config, and every FSDP / DeepSpeed key is one `accelerate launch` knows
+    (the launcher would otherwise ignore a misspelt key without a word)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    config = ClusterConfig.from_yaml_file(str(path))
+    known = {action.dest for action in launch_command_parser()._actions}
+    nested = {**(config.fsdp_config or {}), **(config.deepspeed_config or {})}
+    assert set(nested) <= known, set(nested) - known
+    assert config.num_processes > 1 and config.mixed_precision == "bf16"
