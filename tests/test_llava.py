@@ -131,7 +131,7 @@ def llava_recipe(char_tokenizer_dir, llava_dir, output_dir, projector="mlp2x_gel
 def test_recipe_starts_from_a_llava_directory(char_tokenizer_dir, tiny_llava, tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from aullava.training import build_training, train
+    from aullava.training.recipe import build_training, train
 
     llava = LlavaForConditionalGeneration.from_pretrained(str(tiny_llava)).eval()
     model = build_training(llava_recipe(char_tokenizer_dir, tiny_llava, tmp_path / "x")).model.eval()
@@ -164,7 +164,7 @@ def test_recipe_starts_from_a_llava_directory(char_tokenizer_dir, tiny_llava, tm
 def test_a_linear_projector_does_not_take_a_gelu_one(char_tokenizer_dir, tiny_llava, tmp_path, caplog):
     from transformers import LlavaForConditionalGeneration
 
-    from aullava.training import build_training
+    from aullava.training.recipe import build_training
 
     llava = LlavaForConditionalGeneration.from_pretrained(str(tiny_llava))
     model = build_training(llava_recipe(char_tokenizer_dir, tiny_llava, tmp_path / "x", projector="linear")).model
@@ -178,7 +178,7 @@ def test_export_then_import_round_trip(char_tokenizer_dir, tmp_path):
     """An exported model as a recipe's starting point (linear projector = the product of LLaVA's two layers)
     answers like the model that was exported."""
     from aullava.llava.export import export_llava
-    from aullava.training import build_training
+    from aullava.training.recipe import build_training
 
     original = tiny_tower_model(char_tokenizer_dir, "clip_vision_model", "linear")
     original.save_pretrained(tmp_path / "aullava")
