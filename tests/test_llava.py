@@ -108,8 +108,8 @@ def tiny_llava(char_tokenizer_dir, tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(str(char_tokenizer_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     reference = tiny_model_config(char_tokenizer_dir, vision="clip", llm="llama")
-    text = {**reference.llm["config"], "vocab_size": len(tokenizer)}
-    config = LlavaConfig(vision_config=reference.vision["config"], text_config=text, projector_hidden_act="gelu",
+    text = {**reference.llm.config, "vocab_size": len(tokenizer)}
+    config = LlavaConfig(vision_config=reference.vision.config, text_config=text, projector_hidden_act="gelu",
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16,
                          vision_feature_layer=-2, vision_feature_select_strategy="default")
     torch.manual_seed(1)
