@@ -25,7 +25,8 @@ def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
     return directory
 
 
-@pytest.mark.parametrize("command", [[], ["predict"], ["train"], ["eval"], ["synth"], ["teacher"], ["info"]])
+@pytest.mark.parametrize("command", [[], ["predict"], ["merge-shards"], ["train"], ["eval"], ["synth"], ["teacher"],
+                                     ["export-llava"], ["info"]])
 def test_help_on_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(command + ["--help"])

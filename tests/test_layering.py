@@ -13,7 +13,7 @@ ROOT = Path(aullava.__file__).parent
 
 # part → parts it must never import (the data flows image → face → tokens → LLM → answer → table)
 FORBIDDEN = {
-    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets"},
+    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets", "llava"},
     "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets"},
     "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference"},
     "synth": {"model", "training", "eval", "teacher", "cli", "inference", "datasets"},

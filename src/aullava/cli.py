@@ -1,4 +1,5 @@
-"""`aullava` command line: predict, train, eval, synth, teacher, info.
+"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, train, eval, synth,
+teacher, export-llava, info.
 
 Exit codes: 0 all done; 1 some inputs (images) failed, each named on an `error:` line, the others done; 2 a
 mistake that stops the command: an option or path (found before any model is loaded), or a config, recipe, spec,
@@ -23,48 +24,121 @@ DEBUG_ENV = "AULLAVA_DEBUG"
 
 
 def _predict(args: argparse.Namespace) -> int:
-    out_format = check_output_table(args.out)
+    """Under `torchrun` / `accelerate launch` every process takes one contiguous block of the inputs (see
+    `aullava.distributed`); rank 0 reports, writes the table and returns the exit code. `--out` naming a folder
+    (an existing one, or a name ending in /) gets predictions.csv, or one shard per process."""
+    folder_out = bool(args.out) and (Path(args.out).is_dir() or args.out.endswith(("/", os.sep)))
+    if folder_out:
+        check_output_folder(args.out)
+        out_format = "csv"
+    else:
+        out_format = check_output_table(args.out)
     check_model_dir(args.model)
     check_device(args.device)
     from aullava.answer_format import ALL_FORMATS
+    from aullava.distributed import ProcessGroup, process_info, shard_bounds
     from aullava.faces.images import iter_image_paths
-    from aullava.inference import Predictor, to_dataframe
+    from aullava.inference import Predictor
 
+    info = process_info()
     formats = args.formats or [f.value for f in ALL_FORMATS]
-    inputs, empty = [], []
+    sources, empty = [], []
     for item in args.inputs:  # folders expanded now: an empty one is told before the model loads
         found = iter_image_paths([item])
-        (inputs.extend(found) if found else empty.append(item))
-    for folder in empty:
-        print(f"error: {folder}: no image files in this folder (looked for .jpg, .png, .webp, ... files)",
-              file=sys.stderr)
-    if not inputs:
-        print("error: nothing to do: no image files given", file=sys.stderr)
+        (sources.extend(found) if found else empty.append(item))
+    if info.is_main:
+        for folder in empty:
+            print(f"error: {folder}: no image files in this folder (looked for .jpg, .png, .webp, ... files)",
+                  file=sys.stderr)
+    if not sources:
+        if info.is_main:
+            print("error: nothing to do: no image files given", file=sys.stderr)
         return EXIT_SOME_FAILED
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        predictor = Predictor(args.model, batch_size=args.batch_size, device=args.device)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
-    print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
-          f"({len(predictor.model.au_set)} AUs)", file=sys.stderr)
-    results = predictor.predict(inputs, formats, progress=not args.quiet)
-    for result in results:
-        if result.error:
-            print(f"error: {result.error}", file=sys.stderr)
-    if args.out:
-        table = to_dataframe(results, predictor.model.au_set, formats)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_table(table, str(out), out_format)
-        print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
-    if (not args.quiet or not args.out) and any(r.faces for r in results):
+    device = args.device
+    if device is None and info.distributed:
+        import torch
+
+        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"  # one GPU per process
+    with ProcessGroup(info) as group:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = Predictor(args.model, batch_size=args.batch_size, device=device)
+        if info.is_main:
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
+            status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
+            ranks = f", {info.world_size} processes" if info.distributed else ""
+            print(f"# model: {args.model or 'default'} [{status}], AU set: {predictor.model.au_set.name} "
+                  f"({len(predictor.model.au_set)} AUs){ranks}", file=sys.stderr)
+        start, stop = shard_bounds(len(sources), info)
+        results = predictor.predict(sources[start:stop], formats, progress=not args.quiet and info.is_main)
+        for result in results:
+            if result.error:
+                print(f"error: {result.error}", file=sys.stderr)
+        counts = group.gather((sum(1 for r in results if r.error), len(results)))
+        out = Path(args.out) if args.out else None
+        if out is not None and folder_out:
+            _write_shard(results, predictor.model.au_set, formats, out, info, group)
+            results = results if not info.distributed else None  # the shards hold them; nothing to print
+        else:
+            gathered = group.gather(results)
+            if info.is_main:
+                results = [r for part in gathered for r in part]
+                if out is not None:
+                    _write_table(results, predictor.model.au_set, formats, out, out_format)
+    if not info.is_main:
+        return EXIT_OK
+    if (not args.quiet or not args.out) and results is not None and any(r.faces for r in results):
         print(_readable(results, predictor.model.au_set, formats))
-    failed = sum(1 for r in results if r.error)
+    failed, total = (sum(c[i] for c in counts) for i in (0, 1))
     if failed:
-        print(f"{failed} of {len(results)} inputs failed", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed or empty or not results else EXIT_OK
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or empty or not total else EXIT_OK
+
+
+def _write_table(results, au_set, formats, out: Path, out_format: str) -> None:
+    from aullava.inference import to_dataframe
+
+    table = to_dataframe(results, au_set, formats)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, str(out), out_format)
+    print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+
+
+def _write_shard(results, au_set, formats, out: Path, info, group) -> None:
+    """`--out DIR`: one process writes DIR/predictions.csv; several write DIR/part-RRRRR-of-WWWWW.csv each, and
+    rank 0 joins them into DIR/predictions.csv when it can see them all (a shared file system), else says how."""
+    from aullava.distributed import MERGED_NAME, merge_shards, shard_name
+    from aullava.inference import to_dataframe
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = to_dataframe(results, au_set, formats)
+    if not info.distributed:
+        table.to_csv(out / MERGED_NAME, index=False)
+        print(f"wrote {len(table)} rows to {out / MERGED_NAME}", file=sys.stderr)
+        return
+    table.to_csv(out / shard_name(info), index=False)
+    group.barrier()
+    if not info.is_main:
+        return
+    try:
+        table = merge_shards(out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"note: shards not merged here ({err}); collect every part-*.csv in one folder and run "
+              f"`aullava merge-shards FOLDER`", file=sys.stderr)
+        return
+    table.to_csv(out / MERGED_NAME, index=False)
+    print(f"wrote {len(table)} rows to {out / MERGED_NAME} (from {info.world_size} shards)", file=sys.stderr)
+
+
+def _merge_shards(args: argparse.Namespace) -> int:
+    from aullava.distributed import MERGED_NAME, merge_shards
+
+    table = merge_shards(args.folder)
+    out = Path(args.out) if args.out else Path(args.folder) / MERGED_NAME
+    table.to_csv(out, index=False)
+    print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _readable(results, au_set, formats) -> str:
@@ -198,6 +272,19 @@ def _teacher(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_llava(args: argparse.Namespace) -> int:
+    from aullava.inference import load_model
+    from aullava.llava.export import export_llava
+
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise ValueError(f"{args.out}: exists and is not empty; choose a new folder")
+    model = load_model(args.model)
+    out = export_llava(model, args.out, dtype=args.dtype)
+    print(f"wrote a transformers LLaVA model to {out} (prompts: {out / 'aullava_prompts.json'}; usage: "
+          f"{out / 'README.md'})")
+    return EXIT_OK
+
+
 def _info(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
@@ -235,11 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
     predict.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"],
                          help="answer formats (default: all three)")
-    predict.add_argument("--out", help="write the table; format from the extension: .csv, .json or .parquet")
+    predict.add_argument("--out", help="write the table; format from the extension: .csv, .json or .parquet; a "
+                         "folder (an existing one, or a name ending in /) gets predictions.csv, and under several "
+                         "processes one shard per process, joined by rank 0")
     predict.add_argument("--batch-size", type=positive_int, default=8, help="faces×formats per LLM batch")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar; no table when --out is given")
     predict.set_defaults(func=_predict)
+
+    merge = commands.add_parser("merge-shards", parents=[common], help="join the per-process shards of a multi-process predict",
+                                description=(
+        "Joins part-RRRRR-of-WWWWW.csv files (what `predict --out FOLDER/` writes under several processes) in rank "
+        "order, which is the input order. Needed only when the processes did not share a file system."))
+    merge.add_argument("folder", help="folder holding every shard of one run")
+    merge.add_argument("--out", help="table to write (default: FOLDER/predictions.csv)")
+    merge.set_defaults(func=_merge_shards)
 
     train = commands.add_parser("train", parents=[common],
         help="train or fine-tune a model from a YAML recipe", description=(
@@ -318,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "here too, its training identities are never held out")
     teacher.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     teacher.set_defaults(func=_teacher)
+
+    export = commands.add_parser("export-llava", parents=[common], help="write a model as a transformers LLaVA directory",
+                                 description=(
+        "Writes MODEL as a standard transformers LlavaForConditionalGeneration directory (config, safetensors with "
+        "LoRA merged, processor and tokenizer, aullava_prompts.json with the chat-free prompt of each format), "
+        "servable by LLaVA tooling such as vLLM or SGLang. Needs an HF CLIP or SigLIP vision tower (the paper "
+        "setting); the default EfficientNet model has no LLaVA equivalent."))
+    export.add_argument("model", help="aullava checkpoint directory")
+    export.add_argument("out", help="new folder for the LLaVA model")
+    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="weight type written (bfloat16 halves a 7B model to ~14 GB)")
+    export.set_defaults(func=_export_llava)
 
     info = commands.add_parser("info", parents=[common],
         help="versions, cache and assets found", description=(

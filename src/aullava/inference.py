@@ -165,4 +165,6 @@ def to_dataframe(results: list[ImageResult], au_set: AUSet,
                 row.update({col: cast(v) for col, v in zip(columns[fmt], face.values[fmt.value])})
             row["error"] = None
             rows.append(row)
-    return pd.DataFrame(rows)
+    # every column always, in one order, so tables of different inputs (or ranks' shards) line up
+    names = ["file", "face", "x0", "y0", "x1", "y1", *(c for fmt in fmts for c in columns[fmt]), "error"]
+    return pd.DataFrame(rows, columns=names)

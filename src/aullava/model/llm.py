@@ -27,7 +27,11 @@ def build_llm(spec: LLMConfig, tokenizer_dir: str | None = None) -> tuple[nn.Mod
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer_dir = tokenizer_dir or spec.tokenizer
-    if spec.config is not None:
+    if spec.llava is not None:  # the language model and tokenizer of a transformers LLaVA directory
+        from aullava.model.llava_checkpoint import llava_language_model
+
+        model, tokenizer = llava_language_model(spec.llava)
+    elif spec.config is not None:
         config = AutoConfig.for_model(**spec.config)
         model = AutoModelForCausalLM.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(local_pretrained(tokenizer_dir, "tokenizer"))

@@ -65,6 +65,9 @@ class AnswerState(NamedTuple):
 
 class AuLlavaModel(nn.Module):
     base_model_prefix = ""  # peft/transformers weight-conversion helpers read this attribute of the root module
+    # Trainer passes `num_items_in_batch` (the loss normaliser of the whole global batch, all ranks and accumulation
+    # steps together), so several processes or accumulated micro-batches give the loss of one big batch
+    accepts_loss_kwargs = True
 
     def __init__(self, config: AuLlavaConfig, checkpoint_dir: Path | None = None):
         super().__init__()
@@ -126,12 +129,15 @@ class AuLlavaModel(nn.Module):
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                prefix_ids: torch.Tensor | None = None,
-                label_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                prefix_ids: torch.Tensor | None = None, label_weights: torch.Tensor | None = None,
+                num_items_in_batch: torch.Tensor | int | None = None) -> dict[str, torch.Tensor]:
         """`prefix_ids` (1, P): a description shared by every row, stripped from `input_ids`. It is run once, without
         gradient, and its key/value cache repeated over the batch, which roughly halves the training cost on a CPU;
         the LoRA weights still shape the prefix in the forward pass, only their gradient through it is dropped.
-        `label_weights` (B, L): per-token loss weights aligned with `labels` (see `present_weight`)."""
+        `label_weights` (B, L): per-token loss weights aligned with `labels` (see `present_weight`).
+        `num_items_in_batch`: the sum of the answer-token weights (their count when unweighted) over the global
+        batch, from `AuLlavaTrainer`; the loss is then this batch's share of the global weighted mean, which makes
+        2 processes × batch B train exactly like 1 process × batch 2B. Without it, the mean over this batch."""
         embeds = self.embed(images, input_ids, image_mask)
         decoder = self.language_model.get_decoder()
         cache, positions = None, None
@@ -156,10 +162,11 @@ class AuLlavaModel(nn.Module):
         else:
             logits = final_logits(self.language_model, hidden[:, :-1][keep])
             losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-        if label_weights is None:
-            return {"loss": losses.mean(), "logits": logits}
-        weights = label_weights[:, 1:][keep].to(losses.dtype)
-        return {"loss": (losses * weights).sum() / weights.sum(), "logits": logits}
+        weights = None if label_weights is None else label_weights[:, 1:][keep].to(losses.dtype)
+        total = losses.sum() if weights is None else (losses * weights).sum()
+        if num_items_in_batch is not None:
+            return {"loss": total / num_items_in_batch, "logits": logits}
+        return {"loss": total / (losses.numel() if weights is None else weights.sum()), "logits": logits}
 
     def prefix_cache(self, prefix_ids: torch.Tensor, rows: int):
         """Key/value cache of a prefix shared by every row (run once, without gradient), repeated for `rows` rows."""

@@ -22,6 +22,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from aullava.datasets import FormatExpanded, build_dataset
+from aullava.model.llava_checkpoint import expand_from_llava, init_projector_from_llava
 from aullava.model.config import AuLlavaConfig, check_keys
 from aullava.model.modeling import CONFIG_NAME, AuLlavaModel
 from aullava.training.trainer import AuLlavaCollator, AuLlavaTrainer
@@ -83,7 +84,7 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     check_keys(recipe, SECTIONS, "recipe")
     for section in ("model", "data", "training"):
         recipe[section] = recipe.get(section) or {}
-    AuLlavaConfig.from_dict(recipe["model"])  # strict, before anything is built
+    AuLlavaConfig.from_dict(expand_from_llava(recipe["model"])[0])  # strict, before anything is built
     check_keys(recipe["data"], DATA_KEYS, "data")
     if recipe.get("vision_stage"):
         check_keys(recipe["vision_stage"], VISION_STAGE_KEYS, "vision_stage")
@@ -113,7 +114,11 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
         raise ValueError("data.train: the recipe names no training data")
     args = TrainingArguments(**{"remove_unused_columns": False, "report_to": [], **recipe["training"]})
     torch.manual_seed(args.seed)
-    model = AuLlavaModel(AuLlavaConfig.from_dict(recipe["model"]))
+    model_spec, llava_dir = expand_from_llava(recipe["model"])
+    model = AuLlavaModel(AuLlavaConfig.from_dict(model_spec))
+    if llava_dir:  # a LLaVA-style fine-tune: its projector too, when aullava's can hold it (else trained fresh)
+        taken, note = init_projector_from_llava(model.projector, llava_dir)
+        (log.info if taken else log.warning)(note)
     formats = data.get("formats", model.config.formats)
     model.config.formats = list(formats)
     base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
@@ -200,4 +205,5 @@ def _vision_stage(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path
                                learning_rate=float(spec.get("learning_rate", 1e-3)),
                                seed=int(trainer.args.seed))
     log.info("vision stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
-    model.save_pretrained(directory)
+    if trainer.args.should_save:  # every rank runs it (same seed; DDP then syncs from rank 0); one writes
+        model.save_pretrained(directory)
