@@ -168,3 +168,23 @@ def test_grammar_allows_what_the_prefix_checker_allows(char_tokenizer_dir):
                     if cut == len(text):
                         expected = (tok.eos_token_id,)
                     assert grammar.allowed(prefix) == expected, (fmt, n, prefix)
+
+
+def test_merged_lora_gives_the_same_model(char_tokenizer_dir):
+    """Inference folds LoRA into the weights: same logits (to float precision), same answers, no LoRA left."""
+    model = tiny_model(char_tokenizer_dir, "disfa", 8, vision="efficientnet")
+    with torch.no_grad():  # a trained-looking adapter (peft initialises B to zero, which would test nothing)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    crops = random_crops(6, 8, size=64)
+    ids = torch.tensor([model.encode_example("binary")["input_ids"]] * len(crops))
+    image_mask = torch.tensor([model.encode_example("binary")["image_mask"]] * len(crops))
+    with torch.no_grad():
+        before = model(crops, ids, torch.ones_like(ids), image_mask)["logits"]
+        answers = [r[C].text for r in ParallelDecoder(model).decode(crops)]
+        model.merge_lora()
+        after = model(crops, ids, torch.ones_like(ids), image_mask)["logits"]
+    assert not model.lora_module_names()
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert [r[C].text for r in ParallelDecoder(model).decode(crops)] == answers
