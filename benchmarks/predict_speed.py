@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from aullava.answer_format import ALL_FORMATS
-    from aullava.imaging import iter_image_paths, load_image
+    from aullava.faces.images import iter_image_paths, load_image
     from aullava.inference import Predictor
 
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ from conftest import tiny_model_config
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.inference import generate_answers
-from aullava.parallel_decoding import AnswerGrammar, ParallelDecoder
+from aullava.model.parallel_decoding import AnswerGrammar, ParallelDecoder
 
 B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS
 
@@ -45,7 +45,7 @@ def merging_tokenizer_dir(tmp_path_factory):
 
 
 def tiny_model(tokenizer_dir, au_set, seed: int, llm: str = "gemma3_text", vision: str = "clip"):
-    from aullava.modeling import AuLlavaModel
+    from aullava.model.modeling import AuLlavaModel
 
     torch.manual_seed(seed)
     model = AuLlavaModel(tiny_model_config(tokenizer_dir, au_set=au_set, llm=llm, vision=vision)).eval()
@@ -139,7 +139,7 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
 
 def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
     """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
-    from aullava.parallel_decoding import _value_probabilities
+    from aullava.model.parallel_decoding import _value_probabilities
 
     text = "[0.25]"
     probs = {1: {"0": 0.8, "1": 0.2}, 3: {"2": 0.5, "3": 0.5}, 4: {"5": 1.0}}

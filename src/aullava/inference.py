@@ -103,7 +103,7 @@ class Predictor:
     @property
     def parallel_decoder(self):
         if self._parallel is None:
-            from .parallel_decoding import ParallelDecoder
+            from aullava.model.parallel_decoding import ParallelDecoder
 
             self._parallel = ParallelDecoder(self.model, autocast_dtype=PRECISIONS[self.precision])
         return self._parallel

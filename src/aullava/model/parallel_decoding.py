@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
-from .au_catalogue import AUSet
-from .decoding import answer_vocabulary
-from .llm import final_logits
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
+from aullava.au_catalogue import AUSet
+from aullava.model.decoding import answer_vocabulary
+from aullava.model.llm import final_logits
 
 KVState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (rows, heads, length, dim)
 
@@ -365,7 +365,7 @@ def _repair(value: str, grammar: AnswerGrammar) -> str:
 
 def _as_format(guess, fmt: AnswerFormat) -> list[str]:
     """A draft in `fmt`: a vector already in `fmt`, or (vector, its format) converted by the format rules."""
-    from .answer_format import binary_from_continuous, binary_from_discrete, format_value
+    from aullava.answer_format import binary_from_continuous, binary_from_discrete, format_value
 
     values, source = guess if isinstance(guess, tuple) else (guess, fmt)
     values = np.asarray(values, dtype=np.float64)
