@@ -178,8 +178,8 @@ def test_merged_lora_gives_the_same_model(char_tokenizer_dir):
             if "lora_B" in name:
                 param.normal_(0, 0.05)
     crops = random_crops(6, 8, size=64)
-    ids = torch.tensor([model.encode_example("binary")["input_ids"]] * len(crops))
-    image_mask = torch.tensor([model.encode_example("binary")["image_mask"]] * len(crops))
+    ids = torch.tensor([model.processor.encode_example("binary")["input_ids"]] * len(crops))
+    image_mask = torch.tensor([model.processor.encode_example("binary")["image_mask"]] * len(crops))
     with torch.no_grad():
         before = model(crops, ids, torch.ones_like(ids), image_mask)["logits"]
         answers = [r[C].text for r in ParallelDecoder(model).decode(crops)]

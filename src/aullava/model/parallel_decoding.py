@@ -133,7 +133,7 @@ class ParallelDecoder:
         self.vocabulary = torch.tensor(vocabulary, device=self.device)
         self.column = {token: column for column, token in enumerate(vocabulary)}
         self._prefix: KVState | None = None
-        self.prefix_ids = model.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
+        self.prefix_ids = model.processor.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
         self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
 
     # ----- model passes --------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class ParallelDecoder:
     def _decode_format(self, faces: KVState, start: int, fmt: AnswerFormat,
                        guesses: list[list[str]]) -> list[Readout]:
         grammar = self.grammars[fmt]
-        question = self.model.prompt_ids(fmt, self.au_set)[1]
+        question = self.model.processor.prompt_ids(fmt, self.au_set)[1]
         rows = [_Row(accepted=[], draft=self._tokens(grammar.complete("", g))) for g in guesses]
         # The first pass runs the question with the drafts; later ones start where the rows still being corrected
         # stop sharing verified tokens (`fed_from`, in answer tokens), on the cache cut back to that point.
