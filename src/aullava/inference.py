@@ -34,6 +34,11 @@ class FaceResult:
     au_ids: tuple[str, ...]
     values: dict[str, np.ndarray] = field(default_factory=dict)  # format name → vector in AU order
     texts: dict[str, str] = field(default_factory=dict)  # format name → the model's raw answer
+    # format name → per AU, the expectation of the model's distribution over the value (parallel readout only):
+    # binary p(present), discrete expected intensity 0–5, continuous expected intensity 0–1
+    expected: dict[str, np.ndarray] = field(default_factory=dict)
+    # format name → (AUs × values) distribution: binary over (0, 1), discrete over 0..5
+    distributions: dict[str, np.ndarray] = field(default_factory=dict)
 
     def as_dict(self, fmt: str) -> dict[str, float]:
         return dict(zip(self.au_ids, self.values[fmt].tolist()))
@@ -66,16 +71,42 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
     return AuLlavaModel(AuLlavaConfig()).eval()
 
 
+DECODERS = ("parallel", "sequential")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
 class Predictor:
-    """Loads the model and the face detector once; `predict` takes files, folders or arrays."""
+    """Loads the model and the face detector once; `predict` takes files, folders or arrays.
+
+    `decoder`: "parallel" (Jacobi decoding: the same greedy answers, several times faster, with probabilities) or
+    "sequential" (one token per pass: the reference). `precision` "bf16" runs the LLM under bfloat16 autocast (faster
+    on CPUs with AMX; answers may differ from fp32 where the model hesitates). A model loaded here gets its LoRA
+    merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
-                 device: str | None = None, detector=None):
+                 device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32"):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
+        if owned:
+            self.model.merge_lora()
         self.batch_size = batch_size
+        self.decoder_name, self.precision = decoder, precision
         self._detector = detector
+        self._parallel = None
+
+    @property
+    def parallel_decoder(self):
+        if self._parallel is None:
+            from aullava.model.parallel_decoding import ParallelDecoder
+
+            self._parallel = ParallelDecoder(self.model, autocast_dtype=PRECISIONS[self.precision])
+        return self._parallel
 
     @property
     def detector(self):
@@ -130,18 +161,39 @@ class Predictor:
         bar = tqdm(total=len(sources), disable=not progress, desc="images", unit="img")
         for start in range(0, len(sources), chunk):
             chunk_results, crops = self._faces(sources[start:start + chunk], first_index=start)
-            jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
-            for offset in range(0, len(jobs), self.batch_size):
-                batch = jobs[offset:offset + self.batch_size]
-                crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
-                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
-                for (face, _, fmt), text in zip(batch, texts):
-                    face.texts[fmt.value] = text
-                    face.values[fmt.value] = parse_answer(text, fmt, n)
+            if self.decoder_name == "parallel":
+                self._read_parallel(crops, fmts)
+            else:
+                self._read_sequential(crops, fmts, n)
             results.extend(chunk_results)
             bar.update(len(chunk_results))
         bar.close()
         return results
+
+    def _read_parallel(self, crops: list[tuple], fmts: list[AnswerFormat]) -> None:
+        """Faces batched, each face's image encoded once and its formats branched from it."""
+        for offset in range(0, len(crops), self.batch_size):
+            batch = crops[offset:offset + self.batch_size]
+            readouts = self.parallel_decoder.decode(torch.from_numpy(np.stack([crop for _, crop in batch])), fmts)
+            for (face, _), by_format in zip(batch, readouts):
+                for fmt, readout in by_format.items():
+                    face.texts[fmt.value] = readout.text
+                    face.values[fmt.value] = readout.values
+                    face.expected[fmt.value] = readout.expected
+                    if readout.distribution is not None:
+                        face.distributions[fmt.value] = readout.distribution
+
+    def _read_sequential(self, crops: list[tuple], fmts: list[AnswerFormat], n: int) -> None:
+        jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
+        for offset in range(0, len(jobs), self.batch_size):
+            batch = jobs[offset:offset + self.batch_size]
+            crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
+            with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision],
+                                enabled=PRECISIONS[self.precision] is not None):
+                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
+            for (face, _, fmt), text in zip(batch, texts):
+                face.texts[fmt.value] = text
+                face.values[fmt.value] = parse_answer(text, fmt, n)
 
     def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
         return to_dataframe(self.predict(inputs, formats, progress), self.model.au_set, formats)

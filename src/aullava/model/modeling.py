@@ -112,6 +112,17 @@ class AuLlavaModel(nn.Module):
             if part is not None and getattr(part, "supports_gradient_checkpointing", False):
                 part.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
+    def merge_lora(self) -> "AuLlavaModel":
+        """For inference only: folds every LoRA update into its base weight and removes the LoRA wrappers (one
+        matmul per layer instead of three). The adapter can no longer be saved or trained afterwards."""
+        for name, module in list(self.named_modules()):
+            if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(self.get_submodule(parent) if parent else self, child, module.get_base_layer())
+        self.lora_config = None
+        return self
+
     def lora_module_names(self) -> list[str]:
         return [name for name, module in self.named_modules() if hasattr(module, "lora_A")]
 

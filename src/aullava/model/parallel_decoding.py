@@ -1,0 +1,414 @@
+"""Parallel (Jacobi) decoding of constrained answers, with the probability of every value.
+
+The sequential decoder (`inference.generate_answers`) runs one narrow pass through the LLM per answer token; two of
+every three tokens are forced separators. Here the whole answer is guessed (a draft), run in one wide pass, and each
+position's constrained argmax is read off at once. Positions up to the first one whose argmax differs from the draft
+are exactly what greedy decoding would produce (each was predicted from a prefix that greedy decoding also
+produces); the argmax at the first difference is greedy's next token too. The draft is corrected there, the
+key/value cache kept up to that point, and the rest run again until nothing changes. The fixed point is the
+sequential greedy answer token for token — whatever the draft, which only decides how many passes it takes.
+
+Exactness rests on the constraint being a function of the text before a position, so it is evaluated on the draft's
+own prefix at every position (`AnswerGrammar`, memoised by grammar state: one of a few dozen, not the text). The
+draft is tokenised by the tokenizer; if greedy decoding would pick another segmentation (e.g. "0" "." where the
+draft has "0."), that simply shows up as a difference and is corrected like a wrong value.
+
+What a face shares is computed once: the description's cache once per decoder, the image tokens once per face, and
+the three formats branch from that state. At the fixed point every position's distribution was computed from the
+greedy prefix before it, which gives the probabilities (`Readout`) at no extra cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
+from aullava.au_catalogue import AUSet
+from aullava.model.decoding import answer_vocabulary
+from aullava.model.llm import final_logits
+
+KVState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (rows, heads, length, dim)
+
+
+class AnswerGrammar:
+    """The tokens constrained decoding allows after a text prefix, memoised by the prefix's grammar state.
+
+    Allowed continuations of a valid prefix depend only on its unfinished last value and on how many values are
+    still to come (capped: one token holds at most a few separators), so a few dozen states cover every answer."""
+
+    def __init__(self, tokenizer, fmt: AnswerFormat, num_aus: int):
+        self.fmt, self.num_aus = fmt, num_aus
+        self.eos = tokenizer.eos_token_id
+        self.vocab = sorted(answer_vocabulary(tokenizer))  # (id, text) in id order: argmax ties break like torch's
+        self.text_of = dict(self.vocab)
+        self.text_of[self.eos] = ""
+        self._allowed: dict[tuple, tuple[int, ...]] = {}
+
+    def state(self, text: str) -> tuple:
+        if not text:
+            return ("start",)
+        if is_complete(text, self.fmt, self.num_aus):
+            return ("done",)
+        parts = text[1:].split(", ")
+        return (min(self.num_aus - len(parts), 8), parts[-1])
+
+    def allowed(self, text: str) -> tuple[int, ...]:
+        """Token ids in ascending order; `(eos,)` once the answer is complete."""
+        key = self.state(text)
+        if key not in self._allowed:
+            if key == ("done",):
+                self._allowed[key] = (self.eos,)
+            else:
+                self._allowed[key] = tuple(i for i, t in self.vocab if is_valid_prefix(text + t, self.fmt,
+                                                                                         self.num_aus))
+        return self._allowed[key]
+
+    def complete(self, prefix: str, guesses: Sequence[str]) -> str:
+        """A continuation that turns the valid `prefix` into a complete answer, using `guesses` (one canonical value
+        text per AU) where they fit."""
+        if not prefix:
+            return "[" + ", ".join(guesses) + "]"
+        if is_complete(prefix, self.fmt, self.num_aus):
+            return ""
+        parts = prefix[1:].split(", ")
+        index, current = len(parts) - 1, parts[-1]
+        if current.endswith(","):
+            rest = " "
+        else:
+            zero = "0.00" if self.fmt is AnswerFormat.CONTINUOUS else "0"
+            candidates = [guesses[index], zero, current + zero[len(current):], "1.00"]
+            value = next(c for c in candidates if c.startswith(current) and is_valid_prefix(
+                prefix + c[len(current):], self.fmt, self.num_aus))
+            rest = value[len(current):]
+            if index == self.num_aus - 1:
+                return rest + "]"
+            rest += ", "
+        return rest + ", ".join(guesses[index + 1:]) + "]"
+
+
+@dataclass
+class Readout:
+    """One answer and what the model thought of each value.
+
+    `distribution` (AUs × values) holds, at each value, the model's distribution over the values the constraint
+    allowed there, given the greedy values before it: binary over (0, 1), discrete over 0..5. `expected` is its
+    expectation: binary p(present), discrete the expected intensity 0..5, continuous the expected intensity 0..1 (at
+    each digit the expectation over the allowed digits; a digit off the greedy path is followed by the middle of what
+    the remaining digits could add, since the model was not asked about that branch)."""
+
+    text: str
+    values: np.ndarray
+    expected: np.ndarray
+    distribution: np.ndarray | None
+    passes: int = 1
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class _Row:
+    accepted: list[int]  # greedy tokens, verified
+    draft: list[int]  # the guessed rest of the answer
+    passes: int = 0
+    dists: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)  # position → (ids, probs)
+
+
+class ParallelDecoder:
+    """Decodes answers for batches of face crops; holds the description's key/value cache for reuse across calls.
+
+    Build it again after changing the model's weights (the cache would be stale)."""
+
+    def __init__(self, model, au_set: AUSet | None = None, autocast_dtype: torch.dtype | None = None):
+        self.model = model
+        self.au_set = au_set or model.au_set
+        self.tokenizer = model.tokenizer
+        self.autocast_dtype = autocast_dtype
+        self.grammars = {f: AnswerGrammar(self.tokenizer, f, len(self.au_set)) for f in ALL_FORMATS}
+        self.device = next(model.parameters()).device
+        vocabulary = sorted({i for i, _ in answer_vocabulary(self.tokenizer)} | {self.tokenizer.eos_token_id})
+        self.vocabulary = torch.tensor(vocabulary, device=self.device)
+        self.column = {token: column for column, token in enumerate(vocabulary)}
+        self._prefix: KVState | None = None
+        self.prefix_ids = model.processor.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
+        self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
+
+    # ----- model passes --------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _run(self, state: KVState | None, start: int, input_ids: torch.Tensor | None = None,
+             embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, KVState]:
+        """One pass of the decoder over new tokens after a cache of length `start` (every row the same length).
+
+        The cache holds every layer in full (no sliding-window truncation), so it can be cut back to any length;
+        the attention masks still apply each layer's window."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        cache = DynamicCache()
+        if state is not None:
+            for keys, values in state:
+                layer = DynamicLayer()
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys, values
+                cache.layers.append(layer)
+        width = (input_ids if input_ids is not None else embeds).shape[1]
+        rows = (input_ids if input_ids is not None else embeds).shape[0]
+        positions = torch.arange(start, start + width, device=self.device).expand(rows, width)
+        with self._autocast():
+            hidden = self.model.language_model.get_decoder()(
+                input_ids=input_ids, inputs_embeds=embeds, position_ids=positions, cache=cache,
+                use_cache=True).last_hidden_state
+        return hidden, [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return final_logits(self.model.language_model, hidden, self.vocabulary).float()
+
+    def prefix_state(self, rows: int) -> KVState:
+        if self._prefix is None:
+            ids = torch.tensor([self.prefix_ids], device=self.device)
+            with torch.no_grad():
+                self._prefix = self._run(None, 0, input_ids=ids)[1]
+        return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix]
+
+    @torch.no_grad()
+    def face_state(self, crops: torch.Tensor) -> KVState:
+        """Description + image tokens for each face (one row per face): the state the formats branch from."""
+        model = self.model
+        self.encoder_calls += crops.shape[0]
+        with self._autocast():
+            pixels = model.vision_encoder.preprocess(crops.to(self.device))
+            visual = model.projector(model.vision_encoder(pixels))
+        embeds = visual.to(model.language_model.get_input_embeddings().weight.dtype)
+        return self._run(self.prefix_state(crops.shape[0]), len(self.prefix_ids), embeds=embeds)[1]
+
+    # ----- decoding ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, crops: torch.Tensor, formats: Sequence[AnswerFormat | str] = ALL_FORMATS,
+               drafts: dict[AnswerFormat, list[np.ndarray]] | None = None) -> list[dict[AnswerFormat, Readout]]:
+        """Every format for every face of `crops` (uint8 (B, S, S, 3)); one dict format → Readout per face.
+
+        Formats are decoded in order; by default each draft is the answer already decoded for the previous format
+        of the same face (converted by the format rules), the first all-absent."""
+        formats = [AnswerFormat.parse(f) for f in formats]
+        faces = self.face_state(crops)
+        start = len(self.prefix_ids) + self.model.num_image_tokens
+        results: list[dict[AnswerFormat, Readout]] = [{} for _ in range(crops.shape[0])]
+        previous: list[np.ndarray] | None = None
+        for fmt in formats:
+            if drafts is not None and fmt in drafts:
+                guesses = drafts[fmt]
+            elif previous is not None:
+                guesses = previous
+            else:
+                guesses = [np.zeros(len(self.au_set), dtype=np.float32)] * crops.shape[0]
+            readouts = self._decode_format(faces, start, fmt, [_as_format(g, fmt) for g in guesses])
+            for face, readout in enumerate(readouts):
+                results[face][fmt] = readout
+            previous = [(r.values, fmt) for r in readouts]
+        return results
+
+    def _tokens(self, text: str) -> list[int]:
+        """Token ids whose texts concatenate to `text`, preferring the tokenizer's own segmentation."""
+        grammar = self.grammars[AnswerFormat.BINARY]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        if "".join(grammar.text_of.get(i, "\0") for i in ids) == text:
+            return ids
+        single = {t: i for i, t in grammar.vocab if len(t) == 1}
+        return [single[c] for c in text]
+
+    def _decode_format(self, faces: KVState, start: int, fmt: AnswerFormat,
+                       guesses: list[list[str]]) -> list[Readout]:
+        grammar = self.grammars[fmt]
+        question = self.model.processor.prompt_ids(fmt, self.au_set)[1]
+        rows = [_Row(accepted=[], draft=self._tokens(grammar.complete("", g))) for g in guesses]
+        # The first pass runs the question with the drafts; later ones start where the rows still being corrected
+        # stop sharing verified tokens (`fed_from`, in answer tokens), on the cache cut back to that point.
+        state, fed_from, active = faces, -len(question), list(range(len(rows)))
+        while active:
+            sequences = [rows[r].accepted + rows[r].draft for r in active]
+            needed = [self._needed_length(grammar, seq) for seq in sequences]
+            width = max(max(needed) - fed_from, 1)
+            ids = torch.full((len(active), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            for i, seq in enumerate(sequences):
+                segment = (question if fed_from < 0 else []) + seq[max(fed_from, 0):needed[i]]
+                ids[i, :len(segment)] = torch.tensor(segment, dtype=torch.long)
+            cached = start + len(question) + fed_from
+            hidden, state = self._run(state, cached, input_ids=ids.to(self.device))
+            logits = self._logits(hidden).cpu().numpy()  # logits[:, k] predict answer token fed_from + k + 1
+            still, keep_until = [], None
+            for i, r in enumerate(active):
+                first_wrong = self._verify(grammar, rows[r], sequences[i], logits[i], fed_from)
+                if first_wrong is not None:
+                    still.append(i)
+                    # the cache holds this row's real tokens only up to what was fed
+                    cut = min(first_wrong, needed[i])
+                    keep_until = cut if keep_until is None else min(keep_until, cut)
+            if not still:
+                break
+            length = start + len(question) + keep_until
+            index = torch.tensor(still, device=self.device)
+            state = [(k[index, :, :length], v[index, :, :length]) for k, v in state]
+            fed_from, active = keep_until, [active[i] for i in still]
+        return [self._readout(grammar, fmt, row) for row in rows]
+
+    def _needed_length(self, grammar: AnswerGrammar, seq: list[int]) -> int:
+        """Answer tokens to feed: those before the last position whose token is not forced (a forced token needs
+        no prediction)."""
+        text, needed = "", 0
+        for j, token in enumerate(seq):
+            if len(grammar.allowed(text)) > 1:
+                needed = j
+            text += grammar.text_of[token]
+        return needed
+
+    def _verify(self, grammar: AnswerGrammar, row: _Row, seq: list[int], logits: np.ndarray,
+                fed_from: int) -> int | None:
+        """Constrained argmax at every position this pass predicted, each under the draft's own prefix. Up to the
+        first difference from the draft they are greedy's tokens; there the draft is corrected, the values after it
+        are guessed from this pass's argmaxes (made from a slightly wrong prefix, usually right anyway: Jacobi
+        iteration), and the position is returned. None when the whole answer is verified."""
+        row.passes += 1
+        first = 0 if fed_from < 0 else fed_from + 1
+        texts = [grammar.text_of[t] for t in seq]
+        text = "".join(texts[:first])
+        argmax: dict[int, int] = {}
+        wrong = None
+        for j in range(first, len(seq) + 1):
+            allowed, columns = grammar.allowed(text), None
+            if len(allowed) == 1:
+                best = allowed[0]
+            elif j - fed_from - 1 >= logits.shape[0]:
+                break  # not predicted in this pass (beyond what was fed for this row): only after `wrong`
+            else:
+                columns = [self.column[t] for t in allowed]
+                scores = logits[j - fed_from - 1, columns]
+                best = allowed[int(np.argmax(scores))]
+                if wrong is None:
+                    probs = np.exp(scores - scores.max())
+                    row.dists[j] = (allowed, probs / probs.sum())
+            if wrong is None and (j == len(seq) or best != seq[j]):
+                wrong = j
+                if j == len(seq):
+                    break
+                correction = best
+            argmax[j] = best
+            if j < len(seq):
+                text += texts[j]
+        if wrong is None or (wrong == len(seq)):
+            row.accepted, row.draft = seq, []
+            return None
+        # guessed values: the draft's text with each digit replaced by the digit argmax predicted at its place
+        guessed = list("".join(texts))
+        offset = sum(len(t) for t in texts[:wrong + 1])
+        for k in range(wrong + 1, len(seq)):
+            for c, predicted in enumerate(grammar.text_of[argmax[k]] if k in argmax else ""):
+                at = offset + c
+                if at >= len(guessed) or not (guessed[at] in "0123456789" and predicted in "0123456789"):
+                    break
+                guessed[at] = predicted
+            offset += len(texts[k])
+        values = "".join(guessed)[1:-1].split(", ")
+        fallback = "0.00" if grammar.fmt is AnswerFormat.CONTINUOUS else "0"
+        guesses = [_repair(v, grammar) for v in values]
+        if len(guesses) != grammar.num_aus:
+            guesses = [fallback] * grammar.num_aus
+        row.accepted = seq[:wrong] + [correction]
+        row.draft = self._tokens(grammar.complete("".join(texts[:wrong]) + grammar.text_of[correction], guesses))
+        return wrong
+
+    def _readout(self, grammar: AnswerGrammar, fmt: AnswerFormat, row: _Row) -> Readout:
+        ids = row.accepted
+        texts = [grammar.text_of[t] for t in ids]
+        text = "".join(texts)
+        values = parse_answer(text, fmt, grammar.num_aus)
+        starts = np.cumsum([0] + [len(t) for t in texts])
+        digit_probs = {}  # character offset of a value digit → {digit: probability} given the greedy prefix
+        for j, (allowed, probs) in row.dists.items():
+            if j >= len(ids):
+                continue
+            for at in range(starts[j], starts[j + 1]):
+                if text[at] not in "0123456789":
+                    continue
+                within = at - starts[j]
+                dist: dict[str, float] = {}
+                for token, p in zip(allowed, probs):
+                    candidate = grammar.text_of[token]
+                    if len(candidate) > within and candidate[:within] == text[starts[j]:at] \
+                            and candidate[within] in "0123456789":
+                        dist[candidate[within]] = dist.get(candidate[within], 0.0) + float(p)
+                total = sum(dist.values())
+                digit_probs[at] = {d: p / total for d, p in dist.items()} if total > 0 else {text[at]: 1.0}
+        expected, distribution = _value_probabilities(text, fmt, grammar.num_aus, digit_probs)
+        return Readout(text=text, values=values, expected=expected, distribution=distribution, passes=row.passes,
+                       token_ids=list(ids))
+
+
+def _repair(value: str, grammar: AnswerGrammar) -> str:
+    """The guessed value if it is one the format allows, else its longest usable beginning completed ("1.60" →
+    "1.00", "0.7" → "0.70")."""
+    zero = "0.00" if grammar.fmt is AnswerFormat.CONTINUOUS else "0"
+    for keep in range(len(value), -1, -1):
+        for tail in (zero, "1.00"):
+            candidate = value[:keep] + tail[keep:]
+            if is_complete("[" + candidate + "]", grammar.fmt, 1):
+                return candidate
+    return zero
+
+
+def _as_format(guess, fmt: AnswerFormat) -> list[str]:
+    """A draft in `fmt`: a vector already in `fmt`, or (vector, its format) converted by the format rules."""
+    from aullava.answer_format import binary_from_continuous, binary_from_discrete, format_value
+
+    values, source = guess if isinstance(guess, tuple) else (guess, fmt)
+    values = np.asarray(values, dtype=np.float64)
+    to_continuous = {AnswerFormat.BINARY: 0.2, AnswerFormat.DISCRETE: 0.2, AnswerFormat.CONTINUOUS: 1.0}
+    if fmt is AnswerFormat.BINARY and source is AnswerFormat.DISCRETE:
+        values = binary_from_discrete(values)
+    elif fmt is AnswerFormat.BINARY and source is AnswerFormat.CONTINUOUS:
+        values = binary_from_continuous(values)
+    elif fmt is AnswerFormat.DISCRETE and source is AnswerFormat.CONTINUOUS:
+        values = np.floor(values * 5 + 0.5)
+    elif fmt is AnswerFormat.CONTINUOUS:
+        values = values * to_continuous[source]
+    return [format_value(v, fmt) for v in np.clip(values, 0, fmt.max_value)]
+
+
+def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int,
+                         digit_probs: dict[int, dict[str, float]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per AU: the distribution over its values (binary, discrete) and the expected value."""
+    spans, at = [], 1
+    for value in text[1:-1].split(", "):
+        spans.append((at, value))
+        at += len(value) + 2
+    if fmt is not AnswerFormat.CONTINUOUS:
+        size = int(fmt.max_value) + 1
+        distribution = np.zeros((num_aus, size), dtype=np.float64)
+        for i, (offset, _) in enumerate(spans):
+            for digit, p in digit_probs.get(offset, {text[offset]: 1.0}).items():
+                distribution[i, int(digit)] += p
+        expected = distribution @ np.arange(size)
+        return expected.astype(np.float32), distribution.astype(np.float32)
+    expected = np.zeros(num_aus, dtype=np.float64)
+    for i, (offset, value) in enumerate(spans):
+        # value = d0 . d1 d2; expectation along the greedy path, the middle of the range off it
+        first = digit_probs.get(offset, {value[0]: 1.0})
+        tenth = digit_probs.get(offset + 2, {value[2]: 1.0})
+        hundredth = digit_probs.get(offset + 3, {value[3]: 1.0})
+        e2 = sum(int(d) * p for d, p in hundredth.items()) / 100
+        e1 = sum(p * (int(d) / 10 + (e2 if d == value[2] else 0.045)) for d, p in tenth.items())
+        total = 0.0
+        for d, p in first.items():
+            if d == "1":
+                total += p * 1.0
+            else:
+                total += p * (e1 if value[0] == "0" else 0.495)
+        expected[i] = total
+    return expected.astype(np.float32), None

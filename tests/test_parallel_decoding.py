@@ -1,0 +1,190 @@
+"""Parallel (Jacobi) decoding gives exactly the sequential greedy answers, and probabilities consistent with them.
+
+Tiny random models of the real classes, random face crops; the reference is `inference.generate_answers`."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model_config
+
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.inference import generate_answers
+from aullava.model.parallel_decoding import AnswerGrammar, ParallelDecoder
+
+B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS
+
+
+def make_merging_tokenizer(directory):
+    """A BPE tokenizer that also has multi-character answer tokens (", ", "0.", "00", "1]", ", 0", " 1"), so the
+    greedy decoder can choose a segmentation other than the tokenizer's own, as real subword vocabularies can."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    merges = [(",", " "), ("0", "."), ("0", "0"), ("1", "]"), (", ", "0"), (" ", "1")]
+    vocab = {tok: i for i, tok in enumerate(specials + chars + [a + b for a, b in merges])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(str(directory))
+    return fast
+
+
+@pytest.fixture(scope="module")
+def merging_tokenizer_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("merging_tokenizer")
+    make_merging_tokenizer(directory)
+    return directory
+
+
+def tiny_model(tokenizer_dir, au_set, seed: int, llm: str = "gemma3_text", vision: str = "clip"):
+    from aullava.model.modeling import AuLlavaModel
+
+    torch.manual_seed(seed)
+    model = AuLlavaModel(tiny_model_config(tokenizer_dir, au_set=au_set, llm=llm, vision=vision)).eval()
+    with torch.no_grad():  # larger random weights: answers whose values differ more within and across faces
+        for name, param in model.language_model.named_parameters():
+            if param.dim() == 2 and "embed" not in name:
+                param.normal_(0, 8 / param.shape[1] ** 0.5)
+    return model
+
+
+def random_crops(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """Smooth random images (blobs, not noise: noise images all look alike to an encoder)."""
+    coarse = torch.rand((n, 3, 4, 4), generator=torch.Generator().manual_seed(seed))
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return (smooth * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def compare(model, crops, formats=ALL_FORMATS):
+    decoder = ParallelDecoder(model)
+    readouts = decoder.decode(crops, formats)
+    texts = {}
+    for fmt in formats:
+        sequential = generate_answers(model, crops, [fmt] * len(crops))
+        parallel = [r[fmt].text for r in readouts]
+        mismatches = [(i, s, p) for i, (s, p) in enumerate(zip(sequential, parallel)) if s != p]
+        assert not mismatches, f"{fmt.value}: {len(mismatches)} answers differ, first {mismatches[0]}"
+        texts[fmt] = parallel
+    return decoder, readouts, texts
+
+
+@pytest.mark.parametrize("au_set,seed,faces", [("bp4d", 0, 100), ("disfa", 1, 40), (["AU12", "AU25"], 2, 40),
+                                               (["AU6"], 3, 20)])
+def test_parallel_equals_sequential(char_tokenizer_dir, au_set, seed, faces):
+    model = tiny_model(char_tokenizer_dir, au_set, seed)
+    decoder, readouts, texts = compare(model, random_crops(faces, seed))
+    assert decoder.encoder_calls == faces  # the image is encoded once per face, for all three formats
+    # corrections actually happen (a random model barely looks at the image, so answers vary more within an
+    # answer than across faces)
+    assert max(r[fmt].passes for r in readouts for fmt in ALL_FORMATS) > 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_parallel_equals_sequential_when_greedy_segments_differently(merging_tokenizer_dir, seed):
+    """The draft is tokenised by the tokenizer ("0." "00"), greedy may pick "0" "." "0" "0": still identical."""
+    model = tiny_model(merging_tokenizer_dir, "bp4d", seed)
+    crops = random_crops(24, 10 + seed)
+    _, readouts, _ = compare(model, crops)
+    single = {len(model.tokenizer.decode([t])) for r in readouts for t in r[C].token_ids}
+    assert single >= {1, 2}  # answers mix one- and two-character tokens
+
+
+def test_llama_architecture(char_tokenizer_dir):
+    compare(tiny_model(char_tokenizer_dir, "disfa", 5, llm="llama"), random_crops(20, 7))
+
+
+def test_any_draft_gives_the_greedy_answer(char_tokenizer_dir):
+    """The draft only changes the number of passes, never the answer."""
+    model = tiny_model(char_tokenizer_dir, "bp4d", 4)
+    crops = random_crops(16, 4)
+    decoder = ParallelDecoder(model)
+    reference = decoder.decode(crops)
+    rng = np.random.default_rng(0)
+    drafts = {B: [rng.integers(0, 2, 12) for _ in crops], D: [rng.integers(0, 6, 12) for _ in crops],
+              C: [rng.random(12).round(2) for _ in crops]}
+    for answers, expected in zip(decoder.decode(crops, drafts=drafts), reference):
+        for fmt in ALL_FORMATS:
+            assert answers[fmt].text == expected[fmt].text
+    # drafting from the exact answers needs a single pass
+    exact = {fmt: [r[fmt].values for r in reference] for fmt in ALL_FORMATS}
+    assert all(r[fmt].passes == 1 for r in decoder.decode(crops, drafts=exact) for fmt in ALL_FORMATS)
+
+
+def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
+    model = tiny_model(char_tokenizer_dir, "bp4d", 6)
+    readouts = ParallelDecoder(model).decode(random_crops(60, 6))
+    for face in readouts:
+        binary, discrete, continuous = face[B], face[D], face[C]
+        for readout, size in ((binary, 2), (discrete, 6)):
+            dist = readout.distribution
+            assert dist.shape == (12, size)
+            assert np.all(dist >= 0) and np.all(dist <= 1) and np.allclose(dist.sum(1), 1, atol=1e-5)
+            np.testing.assert_array_equal(dist.argmax(1), readout.values)  # argmax = the greedy value
+            np.testing.assert_allclose(readout.expected, dist @ np.arange(size), atol=1e-5)
+        # binary: p(present) ≥ 0.5 exactly when the answer says present
+        np.testing.assert_array_equal(binary.expected >= 0.5, binary.values == 1)
+        assert np.all((continuous.expected >= 0) & (continuous.expected <= 1))
+        assert continuous.distribution is None
+        for readout, fmt in ((binary, B), (discrete, D), (continuous, C)):
+            np.testing.assert_array_equal(readout.values, parse_answer(readout.text, fmt, 12))
+
+
+def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
+    """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
+    from aullava.model.parallel_decoding import _value_probabilities
+
+    text = "[0.25]"
+    probs = {1: {"0": 0.8, "1": 0.2}, 3: {"2": 0.5, "3": 0.5}, 4: {"5": 1.0}}
+    expected, _ = _value_probabilities(text, C, 1, probs)
+    tenth = 0.5 * (0.2 + 0.05) + 0.5 * (0.3 + 0.045)
+    assert expected[0] == pytest.approx(0.2 * 1.0 + 0.8 * tenth)
+
+
+def test_grammar_allows_what_the_prefix_checker_allows(char_tokenizer_dir):
+    """The memoised constraint agrees with `is_valid_prefix` on the texts of real answers."""
+    from transformers import AutoTokenizer
+
+    from aullava.answer_format import is_valid_prefix, serialize_answer
+
+    tok = AutoTokenizer.from_pretrained(str(char_tokenizer_dir))
+    rng = np.random.default_rng(1)
+    for fmt in ALL_FORMATS:
+        for n in (1, 2, 5, 12):
+            grammar = AnswerGrammar(tok, fmt, n)  # one per (format, length): its memo serves every answer
+            for _ in range(5):
+                values = rng.integers(0, 2 if fmt is B else 6, n) if fmt is not C else rng.random(n).round(2)
+                text = serialize_answer(values, fmt)
+                for cut in range(len(text) + 1):
+                    prefix = text[:cut]
+                    expected = tuple(i for i, t in grammar.vocab if is_valid_prefix(prefix + t, fmt, n))
+                    if cut == len(text):
+                        expected = (tok.eos_token_id,)
+                    assert grammar.allowed(prefix) == expected, (fmt, n, prefix)
+
+
+def test_merged_lora_gives_the_same_model(char_tokenizer_dir):
+    """Inference folds LoRA into the weights: same logits (to float precision), same answers, no LoRA left."""
+    model = tiny_model(char_tokenizer_dir, "disfa", 8, vision="efficientnet")
+    with torch.no_grad():  # a trained-looking adapter (peft initialises B to zero, which would test nothing)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    crops = random_crops(6, 8, size=64)
+    ids = torch.tensor([model.processor.encode_example("binary")["input_ids"]] * len(crops))
+    image_mask = torch.tensor([model.processor.encode_example("binary")["image_mask"]] * len(crops))
+    with torch.no_grad():
+        before = model(crops, ids, torch.ones_like(ids), image_mask)["logits"]
+        answers = [r[C].text for r in ParallelDecoder(model).decode(crops)]
+        model.merge_lora()
+        after = model(crops, ids, torch.ones_like(ids), image_mask)["logits"]
+    assert not model.lora_module_names()
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert [r[C].text for r in ParallelDecoder(model).decode(crops)] == answers
