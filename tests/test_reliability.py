@@ -335,13 +335,17 @@ def test_out_mistakes_are_found_before_the_model_loads(tmp_path, capsys, astrona
 
     a_file = tmp_path / "taken.csv"
     a_file.write_text("x")
-    cases = {str(tmp_path): "is a folder", str(a_file / "aus.csv"): "is a file, not a folder",
-             str(a_file / "deeper" / "aus.csv"): "is a file, not a folder"}
+    cases = {str(a_file / "aus.csv"): "is a file, not a folder",
+             str(a_file / "deeper" / "aus.csv"): "is a file, not a folder", str(tmp_path / "aus.xlsx"): "unknown",
+             str(a_file) + "/": "not a folder"}
     if not os.access("/proc", os.W_OK):
         cases["/proc/aus.csv"] = "cannot write"
     for out, needle in cases.items():
         assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "--out", out]) == 2
         _one_error_line(capsys, "--out", needle)
+    # an existing folder is not a mistake: it gets predictions.csv (one shard per process under a launcher)
+    assert main(["predict", str(astronaut_path), "--model", str(checkpoint), "--out", str(tmp_path), "-q"]) == 0
+    assert (tmp_path / "predictions.csv").is_file()
 
 
 def test_parquet_out_is_written_as_parquet(tmp_path, capsys, astronaut_path, checkpoint):
