@@ -7,17 +7,21 @@ import string
 import pytest
 
 
-def make_char_tokenizer(directory):
+def make_char_tokenizer(directory, merges: list[tuple[str, str]] | None = None):
     """A fast tokenizer with one token per printable character: tiny, offline, and exercises the generic
-    (non-Gemma) code paths such as prefix handling and offset mapping."""
+    (non-Gemma) code paths such as prefix handling and offset mapping. With `merges` it is a BPE tokenizer that also
+    has those multi-character tokens (e.g. ", ", "0."), as real subword vocabularies do."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    vocab = {tok: i for i, tok in enumerate(specials + chars + [a + b for a, b in merges or []])}
+    if merges:
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    else:
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
                                    unk_token="<unk>")

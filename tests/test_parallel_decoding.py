@@ -4,13 +4,11 @@ Tiny random models of the real classes, random face crops; the reference is `inf
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_model_config
+from conftest import make_char_tokenizer, tiny_model_config
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.inference import generate_answers
@@ -19,28 +17,14 @@ from aullava.model.parallel_decoding import AnswerGrammar, ParallelDecoder
 B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS
 
 
-def make_merging_tokenizer(directory):
-    """A BPE tokenizer that also has multi-character answer tokens (", ", "0.", "00", "1]", ", 0", " 1"), so the
-    greedy decoder can choose a segmentation other than the tokenizer's own, as real subword vocabularies can."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
-    merges = [(",", " "), ("0", "."), ("0", "0"), ("1", "]"), (", ", "0"), (" ", "1")]
-    vocab = {tok: i for i, tok in enumerate(specials + chars + [a + b for a, b in merges])}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>")
-    fast.save_pretrained(str(directory))
-    return fast
+# multi-character answer tokens, so the greedy decoder can choose a segmentation other than the tokenizer's own
+ANSWER_MERGES = [(",", " "), ("0", "."), ("0", "0"), ("1", "]"), (", ", "0"), (" ", "1")]
 
 
 @pytest.fixture(scope="module")
 def merging_tokenizer_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("merging_tokenizer")
-    make_merging_tokenizer(directory)
+    make_char_tokenizer(directory, merges=ANSWER_MERGES)
     return directory
 
 
