@@ -133,6 +133,10 @@ def test_two_process_predict_writes_the_one_process_table(char_tokenizer_dir, fa
     pd.testing.assert_frame_equal(pd.read_csv(shards / "predictions.csv"), one)
     assert main(["merge-shards", str(shards), "--out", str(tmp_path / "merged.csv")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "merged.csv"), one)
+    assert main(["merge-shards", str(shards), "--out", str(tmp_path / "merged.parquet")]) == 0  # format from the name
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "merged.parquet"), one)
+    assert main(["merge-shards", str(shards), "--out", str(tmp_path / "merged.xlsx")]) == 2
+    assert not (tmp_path / "merged.xlsx").exists()
     (shards / "part-00001-of-00002.csv").unlink()
     assert main(["merge-shards", str(shards)]) == 2  # a missing shard is named, not silently dropped
 

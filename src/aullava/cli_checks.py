@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+# 0 all done; 1 some inputs failed (each named, the others done); 2 a mistake that stops the command
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 TABLE_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
 
 
@@ -23,7 +25,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
 
 
 def positive_int(text: str) -> int:
