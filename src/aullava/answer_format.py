@@ -38,8 +38,21 @@ class AnswerFormat(str, enum.Enum):
 
     @property
     def column_suffix(self) -> str:
-        """OpenFace-style table columns: `AU01_c` occurrence, `AU01_r` 0–5 intensity, bare `AU01` (py-feat) 0–1."""
+        """Label tables (dataset readers, manifests): `AU01_c` occurrence, `AU01_r` 0–5 intensity, bare `AU01`
+        0–1 intensity, as FEAFA and the synthetic manifests label it."""
         return {"binary": "c", "discrete": "r", "continuous": ""}[self.value]
+
+    @property
+    def table_suffix(self) -> str:
+        """Prediction tables (`predict`): `AU01_c` and `AU01_r` as OpenFace names them, and `AU01_i` for the 0–1
+        intensity, because py-feat users read a bare `AU01` as a probability."""
+        return {"binary": "c", "discrete": "r", "continuous": "i"}[self.value]
+
+    @property
+    def expectation_suffix(self) -> str:
+        """Prediction-table columns of the model's expectation over the value: `AU01_p` p(present) for binary,
+        `AU01_r_mean` expected 0–5 intensity, `AU01_i_mean` expected 0–1 intensity. No peer tool uses them."""
+        return {"binary": "p", "discrete": "r_mean", "continuous": "i_mean"}[self.value]
 
 
 ALL_FORMATS = (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS)

@@ -42,8 +42,8 @@ def _eval(args: argparse.Namespace) -> int:
     from aullava.datasets import read_frames
     from aullava.datasets.spec import load_eval_spec
     from aullava.teacher.labeler import BASELINES, baseline_predictions
-    from aullava.eval.predictions import (format_agreement, predict_dataset, read_predictions,
-                             sample_frames, truth_keys, write_report)
+    from aullava.eval.predictions import (as_prediction_table, format_agreement, predict_dataset, read_predictions,
+                                          sample_frames, truth_keys, write_report)
     from aullava.eval.metrics import evaluate_tables
 
     spec = load_eval_spec(args.data)
@@ -71,6 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
         from aullava.datasets.spec import dropped_summary
 
         model = load_model(args.model)
+        model.merge_lora()  # evaluation never trains: the merged weights give the same answers, faster
         cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
         report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers)
         if report.failures:
@@ -96,7 +97,7 @@ def _eval(args: argparse.Namespace) -> int:
     if not args.predictions:
         title += f" — asked {_ask_text(ask, model)}"
     print(write_report(results, args.out, title, frames.au_set, baseline, agreement))
-    table.to_csv(Path(args.out) / "predictions.csv", index=False)
+    as_prediction_table(table).to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
     return EXIT_OK
 

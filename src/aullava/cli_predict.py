@@ -118,7 +118,7 @@ def predict_command(args: argparse.Namespace) -> int:
 def _write_table(results, au_set, formats, out: Path, out_format: str) -> None:
     from aullava.inference import to_dataframe
 
-    table = to_dataframe(results, au_set, formats)
+    table = to_dataframe(results, au_set, formats, probabilities=True)  # predict reads out in parallel
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, str(out), out_format)
     print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
@@ -131,7 +131,7 @@ def _write_shard(results, au_set, formats, out: Path, info, group) -> None:
     from aullava.inference import to_dataframe
 
     out.mkdir(parents=True, exist_ok=True)
-    to_dataframe(results, au_set, formats).to_csv(out / shard_name(info), index=False)
+    to_dataframe(results, au_set, formats, probabilities=True).to_csv(out / shard_name(info), index=False)
     group.barrier()
     if not info.is_main:
         return
@@ -170,4 +170,7 @@ def _readable(results, au_set, formats) -> str:
                 cells = face.values[fmt.value]
                 text = " ".join((f"{v:.2f}" if fmt is AnswerFormat.CONTINUOUS else str(int(v))).rjust(5) for v in cells)
                 lines.append("  " + fmt.value.ljust(12) + text)
+                if fmt is AnswerFormat.BINARY and fmt.value in face.expected:  # the parallel readout's p(present)
+                    probs = " ".join(f"{p:.2f}".rjust(5) for p in face.expected[fmt.value])
+                    lines.append("  " + "p(present)".ljust(12) + probs)
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Prediction: image files → faces → one constrained answer per (face, format) → typed results and tables.
 
 Mirrors py-feat's `Detector().detect()`: a list of typed results, and `to_dataframe` for an OpenFace-style table
-(`AU01_c` occurrence 0/1, `AU01_r` intensity 0–5, `AU01` intensity 0–1). A file that fails (missing, corrupt, no
+(`AU01_c` occurrence 0/1, `AU01_r` intensity 0–5, `AU01_i` intensity 0–1, and the probability columns `AU01_p`,
+`AU01_r_mean`, `AU01_i_mean`). A file that fails (missing, corrupt, no
 face) gets an error entry naming it; the other files of the call still get results.
 """
 
@@ -196,14 +197,21 @@ class Predictor:
                 face.values[fmt.value] = parse_answer(text, fmt, n)
 
     def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
-        return to_dataframe(self.predict(inputs, formats, progress), self.model.au_set, formats)
+        return to_dataframe(self.predict(inputs, formats, progress), self.model.au_set, formats,
+                            probabilities=self.decoder_name == "parallel")
 
 
-def to_dataframe(results: list[ImageResult], au_set: AUSet,
-                 formats: Sequence[str | AnswerFormat] = ALL_FORMATS) -> pd.DataFrame:
-    """One row per face (and one per failed file, with `error` set), OpenFace-style AU columns."""
+def to_dataframe(results: list[ImageResult], au_set: AUSet, formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
+                 probabilities: bool | None = None) -> pd.DataFrame:
+    """One row per face (and one per failed file, with `error` set). Per AU and format, the answer (`AU01_c` 0/1,
+    `AU01_r` 0–5, `AU01_i` 0–1) and, with `probabilities`, the model's expectation over that value (`AU01_p`
+    p(present), `AU01_r_mean`, `AU01_i_mean`; see `AnswerFormat.table_suffix` / `expectation_suffix`).
+    `probabilities=None` includes them when the results carry them (the parallel decoder's)."""
     fmts = [AnswerFormat.parse(f) for f in formats]
-    columns = {fmt: au_set.openface_columns(fmt.column_suffix) for fmt in fmts}
+    if probabilities is None:
+        probabilities = any(fmt.value in face.expected for r in results for face in r.faces for fmt in fmts)
+    columns = {fmt: au_set.openface_columns(fmt.table_suffix) for fmt in fmts}
+    expected = {fmt: au_set.openface_columns(fmt.expectation_suffix) for fmt in fmts} if probabilities else {}
     rows = []
     for result in results:
         if result.error is not None:
@@ -215,8 +223,11 @@ def to_dataframe(results: list[ImageResult], au_set: AUSet,
             for fmt in fmts:
                 cast = float if fmt is AnswerFormat.CONTINUOUS else int
                 row.update({col: cast(v) for col, v in zip(columns[fmt], face.values[fmt.value])})
+                if fmt in expected and fmt.value in face.expected:
+                    row.update(zip(expected[fmt], face.expected[fmt.value].astype(float).tolist()))
             row["error"] = None
             rows.append(row)
     # every column always, in one order, so tables of different inputs (or ranks' shards) line up
-    names = ["file", "face", "x0", "y0", "x1", "y1", *(c for fmt in fmts for c in columns[fmt]), "error"]
+    names = ["file", "face", "x0", "y0", "x1", "y1", *(c for fmt in fmts for c in columns[fmt]),
+             *(c for fmt in fmts for c in expected.get(fmt, ())), "error"]
     return pd.DataFrame(rows, columns=names)

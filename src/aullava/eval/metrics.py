@@ -305,6 +305,10 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
     for c in dict.fromkeys(wanted):
         t["t:" + c] = pd.to_numeric(truth[c], errors="coerce").to_numpy() if c in truth else np.nan
         p["p:" + c] = pd.to_numeric(predictions[c], errors="coerce").to_numpy() if c in predictions else np.nan
+    scores, has_probabilities = binary_scores(predictions, aus)
+    for c in scores.values():
+        if "p:" + c not in p:
+            p["p:" + c] = pd.to_numeric(predictions[c], errors="coerce").to_numpy() if c in predictions else np.nan
     merged = t.merge(p, on=keys, how="left", indicator=True)
     matched = (merged["_merge"] == "both").to_numpy()
     if not matched.any():
@@ -324,5 +328,42 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
         both = np.any([np.isfinite(tv[a]) & np.isfinite(pv[a]) for a in tv], axis=0)
         res.update(n=int(both.sum()), n_truth=int(len(t)), unmatched_truth=unmatched,
                    missing_predictions=int((t_any & ~p_any).sum()))
+        if f == "binary" and scores:
+            _add_probability_scores(res, tv, {au: merged["p:" + c].to_numpy(float) for au, c in scores.items()},
+                                    has_probabilities)
         results[f] = res
     return results
+
+
+def binary_scores(predictions: pd.DataFrame, aus: AUSet) -> tuple[dict[str, str], bool]:
+    """The columns that rank faces for the binary ROC-AUC: p(present) (`AU01_p`) when the table has it, else the
+    0–1 intensity (bare `AU01`: OpenFace-free tables such as the MediaPipe baseline's), else none. The flag says
+    whether they are probabilities (and so can be scored for calibration)."""
+    for suffix, probabilities in (("p", True), ("", False)):
+        named = dict(zip(aus.ids, aus.openface_columns(suffix)))
+        present = {au: c for au, c in named.items() if c in predictions.columns}
+        if present:
+            return present, probabilities
+    return {}, False
+
+
+def _add_probability_scores(res: dict[str, Any], truth: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                            probabilities: bool) -> None:
+    """Per-AU ROC-AUC (and its average) into a binary result; with probabilities also their calibration, pooled
+    over every (face, AU) pair: ECE and the reliability bins."""
+    from aullava.eval.probabilities import expected_calibration_error, reliability_bins, roc_auc
+
+    aucs = []
+    for au, row in res["per_au"].items():
+        row["auc"] = roc_auc(truth[au], scores[au]) if au in scores else float("nan")
+        aucs.append(row["auc"])
+    values = np.asarray(aucs, dtype=float)
+    res["average"]["auc"] = float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+    left_out = [au for au, v in zip(res["per_au"], values) if not np.isfinite(v)]
+    if left_out:
+        res.setdefault("excluded", {})["auc"] = left_out
+    res["auc_from"] = "p(present)" if probabilities else "0-1 intensity"
+    if probabilities:
+        t = np.concatenate([truth[au] for au in scores])
+        p = np.concatenate([scores[au] for au in scores])
+        res["calibration"] = {"ece": expected_calibration_error(t, p), **reliability_bins(t, p)}

@@ -7,7 +7,9 @@ one row per image (``image``) or video frame (``frame``; ``video`` too when know
 
 Tools (``tool="auto"`` picks one from the columns):
 
-- ``aullava`` (``file`` + ``error``): ``file`` becomes ``image``; failed files already hold NaN.
+- ``aullava`` (``file`` + ``error``): ``file`` becomes ``image``; failed files already hold NaN. The 0..1
+  intensity is ``AU01_i`` (tables written before the probability columns: bare ``AU01``); ``AU01_p``
+  (p(present)) is kept and scored for ranking (ROC-AUC) and calibration.
 - ``openface`` (``success`` / ``face_id`` / ``confidence``): header spaces are stripped (OpenFace writes
   ``" AU01_r"``); rows with ``success == 0`` get NaN predictions (OpenFace writes zeros there, which would count
   as confident "absent" answers); ``AU_c`` -> binary, ``AU_r`` -> discrete (OpenFace's real-valued 0..5).
@@ -42,7 +44,7 @@ __all__ = ["PredictionTable", "read_predictions", "normalize_predictions", "one_
            "report_markdown"]
 
 TOOLS = ("aullava", "openface", "pyfeat")
-_AU_COL_RE = re.compile(r"^(AU|AD)0*(\d+)([LR]?)(_[cr])?$", re.IGNORECASE)
+_AU_COL_RE = re.compile(r"^(AU|AD)0*(\d+)([LR]?)(_(?:c|r|i|p|r_mean|i_mean))?$", re.IGNORECASE)
 _IMAGE_COLS = ("image", "file", "input")
 
 
@@ -117,7 +119,9 @@ def _check_prediction_values(df: pd.DataFrame, binary, discrete, bare, source: s
             for bad, why in ((not_number, "is not a number"), (outside, f"is outside {low}..{high}")):
                 if bad.any():
                     i = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise ValueError(f"{source} row {i + 1}: {column} = {raw.iloc[i]!r} {why} "
+                    value = raw.iloc[i]  # a string quoted, a number as written (not numpy's repr)
+                    shown = repr(value) if isinstance(value, str) else str(value)
+                    raise ValueError(f"{source} row {i + 1}: {column} = {shown} {why} "
                                      f"({int(bad.sum())} such value(s) in this column)")
 
 
@@ -133,10 +137,13 @@ def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | 
     tool = _detect_tool(df.columns) if tool == "auto" else tool.lower().replace("-", "").replace("_", "")
     if tool not in TOOLS:
         raise ValueError(f"unknown tool {tool!r}; expected auto, {', '.join(TOOLS)}")
+    intensity = {c: c[:-2] for c in _au_columns(df, "i") if c[:-2] not in df.columns}
+    df = df.rename(columns=intensity)  # `AU01_i` (0..1) → the shared convention's bare `AU01`
     binary, discrete, bare = _au_columns(df, "c"), _au_columns(df, "r"), _au_columns(df, "")
+    probabilities = _au_columns(df, "p")
 
-    au_cols = binary + discrete + bare
-    _check_prediction_values(df, binary, discrete, bare, source)
+    au_cols = binary + discrete + bare + probabilities
+    _check_prediction_values(df, binary, discrete, bare + probabilities, source)
     df[au_cols] = df[au_cols].apply(pd.to_numeric, errors="coerce").astype(float)
     if tool == "openface" and "success" in df.columns:
         failed = pd.to_numeric(df["success"], errors="coerce").fillna(0).to_numpy() == 0
@@ -170,7 +177,7 @@ def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | 
     df = one_face_per_key(df, keys)
     formats = tuple(f for f, cs in (("binary", binary), ("discrete", discrete), ("continuous", bare)) if cs)
     if not formats:
-        raise ValueError(f"no AU columns (AU01_c / AU01_r / AU01) in the {tool} table")
+        raise ValueError(f"no AU columns (AU01_c / AU01_r / AU01_i or AU01) in the {tool} table")
     return PredictionTable(df.reset_index(drop=True), formats, tool, keys)
 
 
@@ -187,7 +194,8 @@ def read_predictions(path: str | Path, tool: str = "auto", *, video: str | None 
 
 _FORMAT_TITLE = {"binary": "Occurrence (binary 0/1)", "discrete": "Intensity 0–5 (discrete)",
                  "continuous": "Intensity 0–1 (continuous)"}
-_METRIC_LABEL = {"f1": "F1 (%)", "accuracy": "Accuracy (%)", "mae": "MAE", "icc": "ICC(3,1)", "pcc": "PCC"}
+_METRIC_LABEL = {"f1": "F1 (%)", "accuracy": "Accuracy (%)", "mae": "MAE", "icc": "ICC(3,1)", "pcc": "PCC",
+                 "auc": "ROC-AUC"}
 _PERCENT = {"f1", "accuracy"}  # shown x100 with one decimal, as in the paper
 
 
@@ -225,15 +233,22 @@ def report_markdown(results: dict[str, dict[str, Any]], title: str, au_ids,
         lines.append("| Metric | " + " | ".join(ids) + " | **Avg** |")
         lines.append("|---|" + "---:|" * (len(ids) + 1))
         rows = [("", res)] + ([(f" — {baseline[0]}", baseline[1][fmt])] if baseline and fmt in baseline[1] else [])
-        for m in FORMAT_METRICS[fmt]:
+        for m in _metrics(res, fmt):
             for suffix, r in rows:
                 cells = [_fmt(r["per_au"].get(a, {}).get(m), m, fmt) for a in ids]
                 lines.append(f"| {_METRIC_LABEL[m]}{suffix} | " + " | ".join(cells)
-                             + f" | {_fmt(r['average'][m], m, fmt)} |")
+                             + f" | {_fmt(r['average'].get(m), m, fmt)} |")
         lines += ["", f"Rows evaluated: {res.get('n', '?')} of {res.get('n_truth', '?')} ground-truth rows; "
                       f"{res.get('missing_predictions', 0)} labelled ground-truth row(s) had no prediction."]
         for m, left_out in res.get("excluded", {}).items():
             lines.append(f"{_METRIC_LABEL[m]}: {', '.join(left_out)} left out of the average (no valid value).")
+        if "auc" in res["average"]:
+            lines.append(f"ROC-AUC ranks faces by {res['auc_from']}"
+                         + (f"; the baseline's by {baseline[1][fmt]['auc_from']}." if baseline and
+                            "auc_from" in baseline[1].get(fmt, {}) else "."))
+        if "calibration" in res:
+            lines.append(f"Calibration of p(present), pooled over (face, AU) pairs: expected calibration error "
+                         f"{res['calibration']['ece']:.3f} (10 bins; reliability diagram in reliability_binary.png).")
         lines.append("")
     if agreement:
         lines += ["## Agreement between formats", "",
@@ -276,7 +291,7 @@ def _bar_chart(res: dict[str, Any], fmt: str, ids: list[str], title: str, path: 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    metrics = FORMAT_METRICS[fmt]
+    metrics = _metrics(res, fmt)
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 0.6 * len(ids) + 2), 2.8 * len(metrics)),
                              squeeze=False)
     x = np.arange(len(ids))
@@ -319,39 +334,74 @@ def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path, title:
     ids = list(resolve_au_set(au_ids).ids)
     for fmt, res in results.items():
         _bar_chart(res, fmt, ids, title, out / f"per_au_{fmt}.png")
+    if "calibration" in results.get("binary", {}):
+        from aullava.eval.probabilities import plot_reliability
+
+        plot_reliability({"model": results["binary"]["calibration"]}, out / "reliability_binary.png",
+                         f"{title}\nreliability of p(present)")
     return text
 
 
+def _metrics(res: dict[str, Any], fmt: str) -> tuple[str, ...]:
+    """A format's metrics, plus the ROC-AUC when the predictions had scores to rank by."""
+    return FORMAT_METRICS[fmt] + (("auc",) if "auc" in res.get("average", {}) else ())
+
+
 def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
-                    batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
+                    batch_size: int = 8, progress: bool = True, decoder: str = "parallel") -> pd.DataFrame:
     """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
 
-    Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training."""
-    import numpy as np
+    Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
+    `decoder="parallel"` (the readout `predict` uses) also gives the expectation columns (`AU01_p` p(present),
+    `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only."""
     import torch
     from tqdm.auto import tqdm
 
     from aullava.answer_format import parse_answer
     from aullava.datasets.labels import au_columns
     from aullava.model.generation import generate_answers
+    from aullava.model.parallel_decoding import ParallelDecoder
 
+    if decoder not in ("parallel", "sequential"):
+        raise ValueError(f"unknown decoder {decoder!r}; expected parallel or sequential")
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
     out = faces.table[keys].copy()
-    jobs = [(i, fmt) for i in range(len(faces)) for fmt in formats if fmt in faces.au_sets]
-    answers: dict[tuple[int, str], np.ndarray] = {}
-    for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="evaluating"):
-        batch = jobs[start:start + batch_size]
-        crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i, _ in batch]))
-        sets = [faces.au_sets[fmt] for _, fmt in batch]
-        for (i, fmt), text, au_set in zip(batch, generate_answers(model, crops, [f for _, f in batch], sets), sets):
-            answers[(i, fmt)] = parse_answer(text, fmt, len(au_set))
+    formats = [f for f in formats if f in faces.au_sets]
+    groups: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # formats asking the same AUs share one decoding
     for fmt in formats:
-        if fmt not in faces.au_sets:
-            continue
-        columns = au_columns(faces.au_sets[fmt], fmt)
-        values = np.stack([answers[(i, fmt)] for i in range(len(faces))]) if len(faces) else np.zeros((0, len(columns)))
-        out[columns] = values
+        groups.setdefault(tuple(faces.au_sets[fmt].ids), (faces.au_sets[fmt], []))[1].append(fmt)
+    values = {f: np.full((len(faces), len(faces.au_sets[f])), np.nan) for f in formats}
+    expected = {f: np.full_like(values[f], np.nan) for f in formats}
+    bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
+    for au_set, fmts in groups.values():
+        parallel = ParallelDecoder(model, au_set=au_set) if decoder == "parallel" else None
+        for start in range(0, len(faces), batch_size):
+            rows = range(start, min(start + batch_size, len(faces)))
+            crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))
+            if parallel is not None:
+                for i, by_format in zip(rows, parallel.decode(crops, fmts)):
+                    for fmt, readout in by_format.items():
+                        values[fmt.value][i], expected[fmt.value][i] = readout.values, readout.expected
+            else:
+                for fmt in fmts:
+                    texts = generate_answers(model, crops, [fmt] * len(rows), [au_set] * len(rows))
+                    for i, text in zip(rows, texts):
+                        values[fmt][i] = parse_answer(text, fmt, len(au_set))
+            bar.update(len(rows))
+    bar.close()
+    for fmt in formats:
+        out[au_columns(faces.au_sets[fmt], fmt)] = values[fmt]
+    if decoder == "parallel":
+        for fmt in formats:
+            suffix = AnswerFormat.parse(fmt).expectation_suffix
+            out[faces.au_sets[fmt].openface_columns(suffix)] = expected[fmt]
     return out
+
+
+def as_prediction_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`predict_dataset`'s table under `predict`'s column names (the 0..1 intensity as `AU01_i`), for writing."""
+    renames = {c: c + "_i" for c in _au_columns(table, "")}
+    return table.rename(columns=renames)
 
 
 def _has_video(table: pd.DataFrame) -> bool:

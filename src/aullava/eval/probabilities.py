@@ -1,0 +1,121 @@
+"""Scores of the model's probabilities: ranking (ROC-AUC), calibration (expected calibration error, reliability
+diagram) and a one-parameter temperature that recalibrates binary p(present).
+
+Why beside F1: a greedy 0/1 answer only shows one operating point, while p(present) ranks faces; a researcher
+comparing with py-feat's probabilities or choosing a threshold needs to know how well it ranks (AUC) and whether
+p = 0.7 means "present 70 % of the time" (calibration). Temperature scaling (Guo et al., 2017) divides the logit
+by one fitted number: it changes the probabilities, never which side of 0.5 they fall on, so the answers stay the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["roc_auc", "expected_calibration_error", "reliability_bins", "fit_temperature", "apply_temperature",
+           "plot_reliability"]
+
+_EPS = 1e-6
+
+
+def _pair(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=float).ravel()
+    s = np.asarray(scores, dtype=float).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"truth and scores differ in length: {t.size} vs {s.size}")
+    keep = np.isfinite(t) & np.isfinite(s)
+    return t[keep], s[keep]
+
+
+def roc_auc(y_true, scores) -> float:
+    """Area under the ROC curve of 0/1 truth against any score (ties count half: the Mann–Whitney statistic).
+    NaN when a class is missing, since the ranking is then undefined."""
+    from scipy.stats import rankdata
+
+    t, s = _pair(y_true, scores)
+    positive = t == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def reliability_bins(y_true, probs, bins: int = 10) -> dict[str, list[float]]:
+    """Equal-width bins over [0, 1]: per bin the mean predicted probability, the observed share of positives and
+    the count (empty bins hold NaN and 0)."""
+    t, p = _pair(y_true, probs)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=False), 0, bins - 1)
+    mean_p, observed, count = [], [], []
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        count.append(n)
+        mean_p.append(float(p[inside].mean()) if n else float("nan"))
+        observed.append(float(t[inside].mean()) if n else float("nan"))
+    return {"mean_probability": mean_p, "observed": observed, "count": count}
+
+
+def expected_calibration_error(y_true, probs, bins: int = 10) -> float:
+    """ECE: the count-weighted mean |observed share − mean probability| over equal-width bins; NaN with no rows."""
+    r = reliability_bins(y_true, probs, bins)
+    count = np.asarray(r["count"], dtype=float)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(np.nan_to_num(np.asarray(r["observed"]) - np.asarray(r["mean_probability"])))
+    return float((count * gap).sum() / count.sum())
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+    """p → sigmoid(logit(p) / T); T > 1 softens, T < 1 sharpens; 0.5 stays 0.5."""
+    p = np.clip(np.asarray(probs, dtype=float), _EPS, 1 - _EPS)
+    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / float(temperature)))
+
+
+def fit_temperature(y_true, probs) -> float:
+    """The T in [0.05, 20] minimising the negative log-likelihood of the truth (a bounded 1-D search)."""
+    from scipy.optimize import minimize_scalar
+
+    t, p = _pair(y_true, probs)
+    if t.size == 0 or t.min() == t.max():
+        raise ValueError("fitting a temperature needs both present and absent labels")
+
+    def nll(log_t: float) -> float:
+        q = np.clip(apply_temperature(p, float(np.exp(log_t))), _EPS, 1 - _EPS)
+        return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
+
+    best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(best.x))
+
+
+def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title: str) -> None:
+    """A reliability diagram: observed share of positives against mean p(present) per bin, one line per curve
+    (`reliability_bins` output plus its "ece"), the diagonal being perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfect calibration")
+    for name, c in curves.items():
+        x = np.asarray(c["mean_probability"], dtype=float)
+        y = np.asarray(c["observed"], dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        ax.plot(x[ok], y[ok], marker="o", label=f"{name} (ECE {c['ece']:.3f})")
+        n = len(c["count"])
+        hist.bar((np.arange(n) + 0.5) / n, c["count"], width=0.9 / n, alpha=0.5, label=name)
+    ax.set_ylabel("observed share present")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    hist.set_xlabel("p(present), binned")
+    hist.set_ylabel("(face, AU) pairs")
+    hist.set_yscale("symlog")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
