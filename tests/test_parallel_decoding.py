@@ -172,3 +172,25 @@ def test_merged_lora_gives_the_same_model(char_tokenizer_dir):
     assert not model.lora_module_names()
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     assert [r[C].text for r in ParallelDecoder(model).decode(crops)] == answers
+
+
+def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir, astronaut_path, detector):
+    """predict's table: `AU01_c` / `AU01_r` / `AU01_i` answers and `AU01_p` / `AU01_r_mean` / `AU01_i_mean`
+    expectations from the parallel readout, consistent with each other; the sequential reference has answers only."""
+    from aullava.faces.images import load_image
+    from aullava.inference import Predictor
+
+    model = tiny_model(char_tokenizer_dir, ["AU1", "AU12"], 9, vision="efficientnet")
+    image = load_image(astronaut_path)
+    table = Predictor(model, detector=detector).predict_table([image, image[:, ::-1].copy()])
+    answers = ["AU01_c", "AU12_c", "AU01_r", "AU12_r", "AU01_i", "AU12_i"]
+    expected = ["AU01_p", "AU12_p", "AU01_r_mean", "AU12_r_mean", "AU01_i_mean", "AU12_i_mean"]
+    assert list(table.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, *expected, "error"]
+    assert len(table) == 2 and table["error"].isna().all()
+    p = table[["AU01_p", "AU12_p"]].to_numpy()
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_array_equal(p >= 0.5, table[["AU01_c", "AU12_c"]].to_numpy() == 1)
+    assert table[["AU01_r_mean", "AU12_r_mean"]].to_numpy().max() <= 5
+    sequential = Predictor(model, detector=detector, decoder="sequential").predict_table([image])
+    assert list(sequential.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, "error"]
+    np.testing.assert_array_equal(sequential[answers].to_numpy(), table[answers].to_numpy()[:1])
