@@ -26,7 +26,7 @@ def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("command", [[], ["predict"], ["merge-shards"], ["train"], ["eval"], ["synth"], ["teacher"],
-                                     ["export-llava"], ["info"]])
+                                     ["export-llava"], ["info"], ["calibrate"]])
 def test_help_on_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(command + ["--help"])

@@ -160,3 +160,36 @@ def test_eval_subset_with_the_mediapipe_baseline_side_by_side(data_root, char_to
     report = capsys.readouterr().out
     assert "| F1 (%) — MediaPipe blendshapes, calibrated mapping |" in report  # in the same table as ours
     assert set(pd.read_csv(out / "predictions.csv").columns) >= {"image", "AU01_c"}
+
+
+def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(data_root, char_tokenizer_dir,
+                                                                                 tmp_path, capsys):
+    from aullava.eval.probabilities import apply_temperature
+
+    torch.manual_seed(1)
+    model_dir = tmp_path / "model"
+    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(model_dir)
+    spec = tmp_path / "bp4d.yaml"
+    spec.write_text(yaml.safe_dump({**_specs(data_root)[0], "ask": "all"}))
+    common = ["--data", str(spec), "--model", str(model_dir), "--crop-cache", str(tmp_path / "crops"), "-q"]
+
+    def evaluate(out):
+        assert main(["eval", *common, "--formats", "binary", "--out", str(tmp_path / out)]) == 0
+        return pd.read_csv(tmp_path / out / "predictions.csv")
+
+    before = evaluate("before")
+    report = capsys.readouterr().out
+    assert "| ROC-AUC |" in report and "expected calibration error" in report
+    assert (tmp_path / "before" / "reliability_binary.png").is_file()
+    assert main(["calibrate", *common]) == 0
+    printed = capsys.readouterr()
+    temperature = json.loads((model_dir / "config.json").read_text())["probability_temperature"]["binary"]
+    assert temperature > 0 and f"temperature {temperature:.3f}" in printed.out
+    assert "ECE" in printed.out and "config.json" in printed.err
+    after = evaluate("after")
+    c_cols = [c for c in before.columns if c.endswith("_c")]
+    p_cols = [c for c in before.columns if c.endswith("_p")]
+    assert c_cols and p_cols
+    pd.testing.assert_frame_equal(after[c_cols], before[c_cols])  # the answers stay
+    np.testing.assert_allclose(after[p_cols].to_numpy(), apply_temperature(before[p_cols].to_numpy(), temperature),
+                               atol=1e-5)

@@ -1,5 +1,5 @@
-"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, train, eval, synth,
-teacher, export-llava, info.
+"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, train, eval, calibrate,
+synth, teacher, export-llava, info.
 
 Exit codes: 0 all done; 1 some inputs (images) failed, each named on an `error:` line, the others done; 2 a
 mistake that stops the command: an option or path (found before any model is loaded), or a config, recipe, spec,
@@ -9,6 +9,7 @@ checkpoint or data file that cannot be used. No traceback for a user's mistake;
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -42,8 +43,7 @@ def _eval(args: argparse.Namespace) -> int:
     from aullava.datasets import read_frames
     from aullava.datasets.spec import load_eval_spec
     from aullava.teacher.labeler import BASELINES, baseline_predictions
-    from aullava.eval.predictions import (as_prediction_table, format_agreement, predict_dataset, read_predictions,
-                                          sample_frames, truth_keys, write_report)
+    from aullava.eval.predictions import as_prediction_table, format_agreement, read_predictions, sample_frames, write_report
     from aullava.eval.metrics import evaluate_tables
 
     spec = load_eval_spec(args.data)
@@ -64,25 +64,9 @@ def _eval(args: argparse.Namespace) -> int:
         if args.video:  # a per-video CSV (OpenFace) is compared with that video's frames only
             truth = truth[truth["video"].map(lambda v: isinstance(v, str) and Path(v).name == Path(args.video).name)]
     else:
-        from aullava.datasets import LabelledFaces, frame_source
-        from aullava.inference import load_model
-        from aullava.faces.crop_cache import FaceCropCache
-
-        from aullava.datasets.spec import dropped_summary
-
-        model = load_model(args.model)
-        model.merge_lora()  # evaluation never trains: the merged weights give the same answers, faster
-        cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
-        report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers)
-        if report.failures:
-            print(f"note: {dropped_summary(len(frames.table), report.failures, 'not evaluated')}", file=sys.stderr)
-        faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask)
-        unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
-        print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
-                                                        if unasked else ""), file=sys.stderr)
-        formats = [f for f in formats if f in faces.au_sets]
-        table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
-        truth, keys, source = faces.table, truth_keys(faces.table), f"aullava: {args.model or 'default model'}"
+        model = _load_for_readout(args.model)
+        table, truth, keys, formats = _model_predictions(args, frames, formats, ask, model)
+        source = f"aullava: {args.model or 'default model'}"
     if not formats:
         raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
     results = evaluate_tables(truth, table, frames.au_set, formats, keys=keys)
@@ -99,6 +83,67 @@ def _eval(args: argparse.Namespace) -> int:
     print(write_report(results, args.out, title, frames.au_set, baseline, agreement))
     as_prediction_table(table).to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _load_for_readout(model_dir: str | None):
+    from aullava.inference import load_model
+
+    model = load_model(model_dir)
+    model.merge_lora()  # evaluation never trains: the merged weights give the same answers, faster
+    return model
+
+
+def _model_predictions(args: argparse.Namespace, frames, formats: list[str], ask: str, model):
+    """The model's readout of every labelled frame that has a face: (predictions, truth rows, join keys, the
+    formats both labelled and asked). Crops come from the resumable crop cache; faces that fail are counted."""
+    from aullava.datasets import LabelledFaces, frame_source
+    from aullava.datasets.spec import dropped_summary
+    from aullava.eval.predictions import predict_dataset, truth_keys
+    from aullava.faces.crop_cache import FaceCropCache
+
+    cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
+    report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers,
+                         progress=not args.quiet)
+    if report.failures:
+        print(f"note: {dropped_summary(len(frames.table), report.failures, 'not evaluated')}", file=sys.stderr)
+    faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask)
+    unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
+    print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
+                                                    if unasked else ""), file=sys.stderr)
+    formats = [f for f in formats if f in faces.au_sets]
+    table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
+    return table, faces.table, truth_keys(faces.table), formats
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    check_input_file(args.data, "--data")
+    check_model_dir(args.model)
+    if args.crop_cache:
+        check_output_folder(args.crop_cache, "--crop-cache")
+    from aullava.datasets import read_frames
+    from aullava.datasets.spec import load_eval_spec
+    from aullava.eval.predictions import sample_frames
+    from aullava.eval.probabilities import fit_binary_temperature
+    from aullava.files import atomic_write
+
+    config_path = Path(args.model) / "config.json"
+    spec = load_eval_spec(args.data)
+    ask = spec.pop("ask", "model")
+    frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit, seed=args.seed)
+    model = _load_for_readout(args.model)
+    model.config.probability_temperature = {}  # fit on the raw probabilities
+    table, truth, _, formats = _model_predictions(args, frames, ["binary"], ask, model)
+    if "binary" not in formats:
+        raise ValueError(f"{args.data}: no binary labels to calibrate p(present) against")
+    fit = fit_binary_temperature(truth, table, frames.au_set)
+    print(f"binary p(present) over {fit['pairs']} (face, AU) pairs: temperature {fit['temperature']:.3f}; "
+          f"ECE {fit['ece_before']:.3f} → {fit['ece_after']:.3f}, log-loss {fit['nll_before']:.3f} → "
+          f"{fit['nll_after']:.3f} (on the data it was fitted to; check it on other held-out data with eval)")
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data["probability_temperature"] = {**data.get("probability_temperature", {}), "binary": fit["temperature"]}
+    atomic_write(config_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    print(f"wrote probability_temperature.binary = {fit['temperature']:.3f} into {config_path}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -271,6 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="weight type written (bfloat16 halves a 7B model to ~14 GB)")
     export.set_defaults(func=_export_llava)
+
+    calibrate = commands.add_parser("calibrate", parents=[common],
+        help="fit the temperature of a model's p(present) on held-out labelled faces", description=(
+        "Reads the model's binary p(present) on a held-out dataset spec and fits one temperature (the logit divided "
+        "by T, minimising log-loss), written into MODEL/config.json as probability_temperature.binary. It changes "
+        "the probabilities `predict` and `eval` report, never an answer. Fit on data you do not evaluate on."))
+    calibrate.add_argument("--data", required=True, help="YAML dataset spec with binary labels (held-out faces)")
+    calibrate.add_argument("--model", required=True, help="checkpoint directory (its config.json is updated)")
+    calibrate.add_argument("--limit", type=positive_int, help="use a seeded random subset of at most N frames")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    calibrate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
+    calibrate.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
+    calibrate.add_argument("--batch-size", type=positive_int, default=8)
+    calibrate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    calibrate.set_defaults(func=_calibrate)
 
     info = commands.add_parser("info", parents=[common],
         help="versions, cache and assets found", description=(

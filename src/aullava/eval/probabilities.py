@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["roc_auc", "expected_calibration_error", "reliability_bins", "fit_temperature", "apply_temperature",
-           "plot_reliability"]
+           "fit_binary_temperature", "plot_reliability"]
 
 _EPS = 1e-6
 
@@ -89,6 +89,28 @@ def fit_temperature(y_true, probs) -> float:
 
     best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(best.x))
+
+
+def _log_loss(t: np.ndarray, p: np.ndarray) -> float:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
+
+
+def fit_binary_temperature(truth, predictions, au_set) -> dict[str, float]:
+    """The temperature of p(present) fitted over every (face, AU) pair labelled in `truth` (`AU01_c`) and read out
+    in `predictions` (`AU01_p`), two tables of the same rows in the same order (`predict_dataset` and its faces),
+    with ECE and log-loss before and after."""
+    t_cols, p_cols = au_set.openface_columns("c"), au_set.openface_columns("p")
+    pairs = [(truth[tc].to_numpy(float), predictions[pc].to_numpy(float))
+             for tc, pc in zip(t_cols, p_cols) if tc in truth.columns and pc in predictions.columns]
+    if not pairs:
+        raise ValueError("no AU has both binary labels and p(present) predictions")
+    t, p = _pair(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+    temperature = fit_temperature(t, p)
+    after = apply_temperature(p, temperature)
+    return {"temperature": temperature, "pairs": int(t.size),
+            "ece_before": expected_calibration_error(t, p), "ece_after": expected_calibration_error(t, after),
+            "nll_before": _log_loss(t, p), "nll_after": _log_loss(t, after)}
 
 
 def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title: str) -> None:

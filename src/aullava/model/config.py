@@ -138,6 +138,9 @@ class AuLlavaConfig:
     # as AU detectors use against ~85 % absent labels; without it an LLM first learns to answer "absent" everywhere
     present_weight: float = 1.0
     trained: bool = False  # set by training; `predict` warns when a model never was
+    # format → temperature dividing the answer logits when the readout turns them into probabilities (fitted on a
+    # held-out split by `aullava calibrate`; 1 = the raw softmax). It never changes an answer, only its probabilities.
+    probability_temperature: dict[str, float] = field(default_factory=dict)
     model_type: str = "aullava"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -152,6 +155,12 @@ class AuLlavaConfig:
                              f"{PROMPT_STYLES}")
         if self.loss_vocabulary not in LOSS_VOCABULARIES:
             raise ValueError(f"model.loss_vocabulary must be one of {LOSS_VOCABULARIES}, got {self.loss_vocabulary!r}")
+        for fmt, temperature in dict(self.probability_temperature or {}).items():
+            if fmt not in [f.value for f in ALL_FORMATS]:
+                raise ValueError(f"model.probability_temperature: unknown format {fmt!r}; expected one of "
+                                 f"{[f.value for f in ALL_FORMATS]}")
+            if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+                raise ValueError(f"model.probability_temperature.{fmt} must be a number > 0, got {temperature!r}")
 
     def resolved_au_set(self) -> AUSet:
         return AUSet.from_dict(self.au_set) if isinstance(self.au_set, dict) else resolve_au_set(self.au_set)

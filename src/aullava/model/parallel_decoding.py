@@ -135,6 +135,7 @@ class ParallelDecoder:
         self._prefix: KVState | None = None
         self.prefix_ids = model.processor.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
         self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
+        self.temperature = dict(model.config.probability_temperature or {})
 
     # ----- model passes --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -291,8 +292,8 @@ class ParallelDecoder:
                 columns = [self.column[t] for t in allowed]
                 scores = logits[j - fed_from - 1, columns]
                 best = allowed[int(np.argmax(scores))]
-                if wrong is None:
-                    probs = np.exp(scores - scores.max())
+                if wrong is None:  # probabilities at the model's calibrated temperature; the argmax is unchanged
+                    probs = np.exp((scores - scores.max()) / self.temperature.get(grammar.fmt.value, 1.0))
                     row.dists[j] = (allowed, probs / probs.sum())
             if wrong is None and (j == len(seq) or best != seq[j]):
                 wrong = j
