@@ -165,7 +165,8 @@ def draw_bars(item: Subject, fmt: str, path: Path) -> None:
     low, high = _RANGE[fmt]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(columns) + 2), 3.6))
     x = np.arange(len(columns))
-    ax.bar(x, values, color=["tab:orange" if v > (high - low) / 2 else "tab:blue" for v in values])
+    present = fmt in ("binary", "probability")  # orange: the AUs the face shows (p >= 0.5)
+    ax.bar(x, values, color=["tab:orange" if present and v >= 0.5 else "tab:blue" for v in values])
     for xi, v in zip(x, values):
         ax.text(xi, v, f"{v:g}" if fmt in ("binary", "discrete") else f"{v:.2f}", ha="center", va="bottom",
                 fontsize=7)

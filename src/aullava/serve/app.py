@@ -150,6 +150,8 @@ async def _drain(receive) -> None:
 
 def create_app(service: Service) -> Starlette:
     limit = service.max_upload_bytes
+    accepted = "a photo (.jpg, .png, .webp, .bmp, .tif …)" + (" or a video (.mp4, .mov, .avi, .mkv, .webm …)"
+                                                              if service.videos else "")
     too_large = f"upload too large: this server takes files up to {limit / 1e6:g} MB (aullava serve --max-upload-mb)"
 
     async def health(request: Request) -> JSONResponse:
@@ -199,16 +201,13 @@ def create_app(service: Service) -> Starlette:
         suffix = Path(name).suffix.lower()
         if suffix in VIDEO_SUFFIXES:
             if not service.videos:
-                return _error(415, f"{name}: videos are not supported by this version; send a photo "
-                                   f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                return _error(415, f"{name}: videos are not supported by this version; send {accepted}")
             status, body = await anyio.to_thread.run_sync(service.predict_video, data, suffix, name, formats)
             return JSONResponse(body, status_code=status)
         if suffix not in IMAGE_EXTENSIONS:
             suffix = _sniff_image(data)
             if suffix is None:
-                kinds = "a photo" + (" or a video" if service.videos else "")
-                return _error(415, f"{name}: not an image this server reads; send {kinds} "
-                                   f"({', '.join(sorted(IMAGE_EXTENSIONS | (VIDEO_SUFFIXES if service.videos else set())))})")
+                return _error(415, f"{name}: not an image this server reads; send {accepted}")
         status, body = await anyio.to_thread.run_sync(service.predict_image, data, suffix, name, formats)
         return JSONResponse(body, status_code=status)
 
