@@ -156,6 +156,19 @@ def test_formats_choose_the_columns(server):
     assert status == 422 and "unknown format 'smiles'" in answer["error"]
 
 
+def test_simultaneous_requests_are_each_answered(server):
+    """The predictor runs one request at a time; the others wait their turn instead of failing or mixing up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_):
+        return post(server.url + "/predict?formats=binary", EXAMPLE.name, EXAMPLE.read_bytes())
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(ask, range(3)))
+    assert [code for code, _ in answers] == [200, 200, 200]
+    assert all(answer["rows"] == answers[0][1]["rows"] for _, answer in answers)
+
+
 def test_the_page_and_what_it_fetches_are_served(server):
     status, page, kind = get(server.url + "/")
     assert status == 200 and kind.startswith("text/html")
