@@ -13,16 +13,21 @@ ROOT = Path(aullava.__file__).parent
 
 # part → parts it must never import (the data flows image → face → tokens → LLM → answer → table)
 FORBIDDEN = {
-    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets", "llava"},
-    "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets"},
-    "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference"},
-    "synth": {"model", "training", "eval", "teacher", "cli", "inference", "datasets"},
-    "teacher": {"model", "training", "cli", "inference", "datasets"},
-    "training": {"eval", "synth", "teacher", "cli", "inference"},
-    "eval": {"training", "synth", "cli"},
-    "inference": {"training", "eval", "synth", "teacher", "cli"},
-    "answer_format": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference"},
-    "au_catalogue": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference"},
+    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets", "llava", "serve",
+              "pictures"},
+    "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "serve", "pictures"},
+    "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "serve", "pictures"},
+    "synth": {"model", "training", "eval", "teacher", "cli", "inference", "datasets", "serve", "pictures"},
+    "teacher": {"model", "training", "cli", "inference", "datasets", "serve", "pictures"},
+    "training": {"eval", "synth", "teacher", "cli", "inference", "serve", "pictures"},
+    "eval": {"training", "synth", "cli", "serve"},
+    "inference": {"training", "eval", "synth", "teacher", "cli", "serve"},
+    "answer_format": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
+                      "serve", "pictures"},
+    "au_catalogue": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
+                     "serve", "pictures"},
+    "pictures": {"training", "synth", "teacher", "cli", "serve"},  # reads tables and results, draws them
+    "serve": {"cli", "training", "synth", "teacher"},  # on top, beside the command line
 }
 
 

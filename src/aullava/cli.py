@@ -1,5 +1,5 @@
-"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, train, eval, calibrate,
-synth, teacher, export-llava, info.
+"""`aullava` command line: predict (also under torchrun / accelerate launch), merge-shards, plot, serve, train, eval,
+calibrate, synth, teacher, export-llava, info.
 
 Exit codes: 0 all done; 1 some inputs (images) failed, each named on an `error:` line, the others done; 2 a
 mistake that stops the command: an option or path (found before any model is loaded), or a config, recipe, spec,
@@ -17,7 +17,9 @@ from pathlib import Path
 
 from aullava.cli_checks import (EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, Parser, UsageError, check_input_file,
                                 check_model_dir, check_output_folder, positive_int)
+from aullava.cli_plot import add_commands as add_plot_commands
 from aullava.cli_predict import add_commands as add_predict_commands
+from aullava.cli_serve import add_commands as add_serve_commands
 from aullava.quiet import set_verbose
 
 DEBUG_ENV = "AULLAVA_DEBUG"
@@ -225,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     add_predict_commands(commands, common)
+    add_plot_commands(commands, common)
+    add_serve_commands(commands, common)
 
     train = commands.add_parser("train", parents=[common],
         help="train or fine-tune a model from a YAML recipe", description=(

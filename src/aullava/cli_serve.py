@@ -1,0 +1,108 @@
+"""`aullava serve`: the model behind a local web page and HTTP API (see `aullava.serve.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+import warnings
+
+from aullava.cli_checks import EXIT_OK, UsageError, check_device, check_model_dir
+
+
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="a local web page and HTTP API for AU recognition",
+                                description=(
+        "Loads the model once and serves http://HOST:PORT/ : a page where you drop a photo and see its faces and "
+        "AU values, POST /predict (multipart field 'file' → JSON rows as in the predict table) and GET /health. "
+        "Requests are answered one at a time. Ctrl+C stops it."))
+    serve.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this computer only; the server has no login)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--max-upload-mb", type=_megabytes, default=20.0,
+                       help="largest upload accepted, in MB (default 20); larger ones get HTTP 413")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    serve.set_defaults(func=serve_command)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
+    return value
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in MB such as 20, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def check_listen(host: str, port: int) -> None:
+    """The address must be free now, so a busy port costs a second, not a model load."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise UsageError(f"--host {host}: not an address of this computer ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); "
+                             "choose another --port") from None
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    missing = [m for m in ("starlette", "uvicorn", "multipart") if not _importable(m)]
+    if missing:
+        raise UsageError(f"aullava serve needs {', '.join(missing)}: pip install starlette uvicorn python-multipart")
+    check_model_dir(args.model)
+    check_device(args.device)
+    check_listen(args.host, args.port)
+    import uvicorn
+
+    from aullava.inference import Predictor
+    from aullava.serve.app import Service, create_app
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = Predictor(args.model, device=args.device)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    service = Service(predictor, model_name=args.model or "default", max_upload_bytes=int(args.max_upload_mb * 1e6))
+    status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"# model: {service.model_name} [{status}], AU set: {predictor.model.au_set.name} "
+          f"({len(predictor.model.au_set)} AUs)", file=sys.stderr)
+    if not _is_loopback(args.host):
+        print(f"warning: --host {args.host}: other computers can reach this server, and it has no login",
+              file=sys.stderr)
+    print(f"serving http://{host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    verbose = getattr(args, "verbose", False)
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="info" if verbose else "warning",
+                access_log=verbose)
+    return EXIT_OK
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
