@@ -74,9 +74,9 @@ def test_bad_inputs_named_and_others_still_predicted(tiny_checkpoint, mixed_inpu
     table = pd.read_csv(out_csv)
     faces = table[table["face"] >= 0]
     assert sorted(faces["file"].map(lambda p: p.rsplit("/", 1)[-1])) == sorted(good)
-    for column in ("AU01_c", "AU12_r", "AU25", "x0", "y1"):
+    for column in ("AU01_c", "AU12_r", "AU25_i", "x0", "y1"):
         assert faces[column].notna().all()
-    assert faces["AU12_r"].between(0, 5).all() and faces["AU25"].between(0, 1).all()
+    assert faces["AU12_r"].between(0, 5).all() and faces["AU25_i"].between(0, 1).all()
     assert set(table.loc[table["face"] < 0, "error"].str.split(":").str[0]) == {str(d / n) for n in bad}
 
 
