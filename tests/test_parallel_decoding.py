@@ -121,6 +121,23 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
             np.testing.assert_array_equal(readout.values, parse_answer(readout.text, fmt, 12))
 
 
+def test_calibration_moves_probabilities_as_documented_and_never_the_answers(char_tokenizer_dir):
+    from aullava.eval.probabilities import apply_temperature
+
+    model = tiny_model(char_tokenizer_dir, "bp4d", 7)
+    crops = random_crops(20, 7)
+    raw = ParallelDecoder(model).decode(crops)
+    model.config.probability_temperature, model.config.probability_bias = {"binary": 1.7, "discrete": 0.5}, {
+        "binary": -0.8}
+    calibrated = ParallelDecoder(model).decode(crops)
+    for before, after in zip(raw, calibrated):
+        for fmt in ALL_FORMATS:
+            assert after[fmt].text == before[fmt].text
+        np.testing.assert_allclose(after[B].expected, apply_temperature(before[B].expected, 1.7, -0.8), atol=1e-5)
+        sharper = before[D].distribution ** 2  # T = 0.5 squares the softmax, renormalised
+        np.testing.assert_allclose(after[D].distribution, sharper / sharper.sum(1, keepdims=True), atol=1e-5)
+
+
 def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
     """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
     from aullava.model.parallel_decoding import _value_probabilities
