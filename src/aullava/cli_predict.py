@@ -59,6 +59,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                        help="analyse about F frames per second instead (by the frames' timestamps)")
     video.add_argument("--start", type=seconds, default=0.0, metavar="S", help="begin at S seconds (default 0)")
     video.add_argument("--end", type=seconds, metavar="S", help="stop before S seconds (default: the end)")
+    video.add_argument("--chunk", type=positive_int, default=64, metavar="N",
+                       help="pictures (photos or frames) per written chunk of the table (default 64): what a killed "
+                            "run can lose at most")
     video.add_argument("--resume", action="store_true", help="continue a killed run: keep the rows --out already "
                        "holds, skip those frames and files, append the rest (same inputs and options)")
     extra = predict.add_argument_group("extra columns and pictures")
@@ -232,7 +235,7 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
     failed, photos, videos = 0, [], {}
     try:
         for part in predictor.iter_predict(sources, formats, selection=selection, progress=not args.quiet,
-                                           done=done, keep_images=overlay is not None):
+                                           chunk=args.chunk, done=done, keep_images=overlay is not None):
             if writer is not None:
                 writer.write(to_dataframe(part, au_set, formats, probabilities=True, blendshapes=args.blendshapes,
                                           landmarks=args.landmarks))

@@ -78,8 +78,9 @@ def typed(rows: list[dict] | pd.DataFrame, columns: dict[str, str]) -> pd.DataFr
     for name, kind in columns.items():
         values = table[name]
         if kind == "object":
-            out[name] = values.astype(object).where(values.notna(), None).map(
-                lambda v: v if v is None else str(v))
+            text = [None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
+                    for v in values.astype(object)]
+            out[name] = pd.Series(text, dtype=object)
         elif kind == "Int64":
             out[name] = pd.to_numeric(values, errors="coerce").round().astype("Int64")
         else:
@@ -133,15 +134,30 @@ def to_dataframe(results, au_set: AUSet, formats: Sequence[str | AnswerFormat], 
 
 
 def read_table(path, fmt: str, columns: dict[str, str] | None = None) -> pd.DataFrame:
-    """A table this module wrote, with its types back (CSV floats exactly as written)."""
+    """A table this module wrote, with its types back (pandas reads CSV floats back exactly as written); without
+    `columns`, the types follow the column names."""
     path = Path(path) if isinstance(path, (str, os.PathLike)) else path  # or an open text buffer
     if fmt == "csv":
-        table = pd.read_csv(path, dtype={"file": str, "error": str}, keep_default_na=True, float_precision="round_trip")
+        table = pd.read_csv(path, dtype={"file": str, "error": str})
     elif fmt == "json":
         table = pd.read_json(path, orient="records", dtype=False)
     else:
         table = pd.read_parquet(path)
-    return typed(table, columns) if columns is not None else table
+    return typed(table, columns if columns is not None else kinds_of(table.columns))
+
+
+def kinds_of(names) -> dict[str, str]:
+    """Column name → dtype by this module's naming rules (for a table read back without its options)."""
+    import re
+
+    def kind(name: str) -> str:
+        if name in TEXT:
+            return "object"
+        if name in WHOLE or re.fullmatch(r"(?:AU|AD)\w*_[cr]", name):
+            return "Int64"
+        return "float64"
+
+    return {str(name): kind(str(name)) for name in names}
 
 
 class TableWriter:
@@ -174,7 +190,8 @@ class TableWriter:
             return
         if self.fmt == "json":
             table = read_table(self.journal, "csv", self.columns)
-            _replace(self.path, lambda tmp: tmp.write_text(table.to_json(orient="records", indent=2)))
+            _replace(self.path, lambda tmp: tmp.write_text(table.to_json(orient="records", indent=2,
+                                                                         double_precision=15)))
         else:
             _replace(self.path, self._write_parquet)
         self.journal.unlink()
@@ -186,8 +203,8 @@ class TableWriter:
         schema = pa.schema([(name, pa.string() if kind == "object" else pa.int64() if kind == "Int64"
                              else pa.float64()) for name, kind in self.columns.items()])
         with pq.ParquetWriter(target, schema) as writer:
-            for part in pd.read_csv(self.journal, dtype={"file": str, "error": str}, chunksize=CHUNK_ROWS,
-                                    float_precision="round_trip"):
+            for part in pd.read_csv(self.journal, dtype={"file": str, "error": str},
+                                    chunksize=CHUNK_ROWS):
                 writer.write_table(pa.Table.from_pandas(typed(part, self.columns), schema=schema,
                                                         preserve_index=False))
 
