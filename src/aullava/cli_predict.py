@@ -221,6 +221,8 @@ def _resumed(args, out: Path, out_format: str, formats) -> dict:
 
 def _predict_streamed(args, predictor, sources, formats, selection, out, out_format, done, empty) -> int:
     """One process: each chunk of results is written (table, overlays) as soon as it is read out."""
+    from tqdm.auto import tqdm
+
     from aullava.inference import to_dataframe
     from aullava.tables import TableWriter
 
@@ -245,7 +247,7 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
                 result.image = None
                 if result.error:
                     failed += 1
-                    print(f"error: {result.error}", file=sys.stderr)
+                    tqdm.write(f"error: {result.error}", file=sys.stderr)  # above the progress bar, not through it
                 elif result.frame is None:
                     photos.append(result)
                 else:
