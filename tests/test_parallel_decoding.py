@@ -202,12 +202,14 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
     table = Predictor(model, detector=detector).predict_table([image, image[:, ::-1].copy()])
     answers = ["AU01_c", "AU12_c", "AU01_r", "AU12_r", "AU01_i", "AU12_i"]
     expected = ["AU01_p", "AU12_p", "AU01_r_mean", "AU12_r_mean", "AU01_i_mean", "AU12_i_mean"]
-    assert list(table.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, *expected, "error"]
+    head = ["file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
+            "pose_pitch", "pose_yaw", "pose_roll"]  # aullava.tables: one layout for photos and videos
+    assert list(table.columns) == [*head, *answers, *expected, "error"]
     assert len(table) == 2 and table["error"].isna().all()
     p = table[["AU01_p", "AU12_p"]].to_numpy()
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_array_equal(p >= 0.5, table[["AU01_c", "AU12_c"]].to_numpy() == 1)
     assert table[["AU01_r_mean", "AU12_r_mean"]].to_numpy().max() <= 5
     sequential = Predictor(model, detector=detector, decoder="sequential").predict_table([image])
-    assert list(sequential.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, "error"]
+    assert list(sequential.columns) == [*head, *answers, "error"]
     np.testing.assert_array_equal(sequential[answers].to_numpy(), table[answers].to_numpy()[:1])
