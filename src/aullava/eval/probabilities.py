@@ -12,6 +12,7 @@ the readout keeps the greedy answer and only reports the recalibrated probabilit
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)  # a dataset name + model path can be long
     hist.set_xlabel("p(present), binned")
     hist.set_ylabel("(face, AU) pairs")
     hist.set_yscale("symlog")
