@@ -365,7 +365,7 @@ def test_empty_folder_is_a_clear_message(tmp_path, capsys, checkpoint):
     out = tmp_path / "aus.csv"
     assert main(["predict", str(tmp_path / "photos"), "--model", str(checkpoint), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "no image files in this folder" in err and str(tmp_path / "photos") in err
+    assert "no image or video files in this folder" in err and str(tmp_path / "photos") in err
     assert not out.exists()
 
 
