@@ -122,7 +122,8 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     formats = data.get("formats", model.config.formats)
     model.config.formats = list(formats)
     base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
-                         cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1))
+                         cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1),
+                         geometry=model.wants_geometry)
     log.info("trainable parameters: %s", model.trainable_parameters())
     return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
                           data_collator=AuLlavaCollator(model, share_prefix=data.get("share_prefix", False)),
