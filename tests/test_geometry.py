@@ -248,3 +248,31 @@ def test_recipe_trains_the_geometry_stream_and_round_trips(char_tokenizer_dir, t
     for a, b in zip(loaded.state_dict().items(), model.state_dict().items()):
         if a[0].startswith(("geometry_", "projector.")):
             torch.testing.assert_close(a[1], b[1])
+
+
+def test_vision_stage_warms_up_the_geometry_stream_and_can_freeze_it(char_tokenizer_dir):
+    """The warm-up's AU head reads image and geometry tokens: the geometry stream learns there, its tokens end at
+    the text embeddings' norm, the LLM is untouched; `freeze: [geometry]` keeps it fixed afterwards."""
+    from aullava.datasets import PatternFaces
+    from aullava.training.recipe import freeze_parts
+    from aullava.training.vision_stage import warm_up_vision
+
+    torch.manual_seed(0)
+    config = tiny_model_config(char_tokenizer_dir, vision="clip", au_set=["AU1", "AU2", "AU4"])
+    config.geometry = {"enabled": True, "num_tokens": 2, "hidden_size": 16}
+    model = AuLlavaModel(config)
+    before = [p.detach().clone() for p in model.geometry_encoder.parameters()]
+    llm_before = {k: v.clone() for k, v in model.language_model.state_dict().items()}
+    data = PatternFaces(3, num_samples=16, image_size=model.vision_encoder.image_size, geometry=True)
+    warm_up_vision(model, data, steps=3, batch_size=8, learning_rate=1e-2)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.geometry_encoder.parameters()))
+    assert all(torch.equal(v, llm_before[k]) for k, v in model.language_model.state_dict().items())
+    shapes = torch.from_numpy(np.stack([data[i]["geometry"] for i in range(8)]))
+    prefix, question = model.processor.prompt_ids("binary")
+    with torch.no_grad():
+        text = model.language_model.get_input_embeddings()(torch.tensor([prefix + question])).norm(dim=-1).mean()
+        tokens = model.geometry_projector(model.geometry_encoder(shapes)).norm(dim=-1).mean()
+    assert float(tokens) == pytest.approx(float(text), rel=0.05)
+    freeze_parts(model, ["geometry"])
+    assert not any(p.requires_grad for p in model.geometry_encoder.parameters())
+    assert not any(p.requires_grad for p in model.geometry_projector.parameters())
