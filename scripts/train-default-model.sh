@@ -14,13 +14,16 @@ mkdir -p runs/data
 $A synth --index "$INDEX" --out runs/data/synth --per-image 8 --held-out 0.2 --seed 17 --gain 2.5
 $A teacher --index "$INDEX" --out runs/data/teacher --held-out 0.2 --seed 17 --synth runs/data/synth
 $A train --config configs/default-model.yaml
-for part in synth teacher; do
-  held=runs/data/$part/held_out.csv; [ "$part" = teacher ] && held=runs/data/teacher/real_held_out.csv
-  printf 'type: manifest\npath: %s\nask: all\n' "$held" > "runs/eval-$part.yaml"
+# held-out identities: one half calibrates p(present), the other half is what the reports show
+.venv/bin/python scripts/split_held_out.py runs/data/synth/held_out.csv runs/data/teacher/real_held_out.csv
+for half in calib test; do
+  printf 'type: manifest\npath: runs/data/synth/held_out_%s.csv\nask: all\n' "$half" > "runs/eval-synth-$half.yaml"
+  printf 'type: manifest\npath: runs/data/teacher/real_held_out_%s.csv\nask: all\n' "$half" > "runs/eval-teacher-$half.yaml"
 done
-$A eval --data runs/eval-synth.yaml --model runs/default-model --limit 150 --baseline mediapipe \
+$A calibrate --data runs/eval-synth-calib.yaml --model runs/default-model --limit 400
+$A eval --data runs/eval-synth-test.yaml --model runs/default-model --limit 150 --baseline mediapipe \
   --out runs/report-synth
-$A eval --data runs/eval-teacher.yaml --model runs/default-model --limit 150 --baseline mediapipe-raw \
+$A eval --data runs/eval-teacher-test.yaml --model runs/default-model --limit 150 --baseline mediapipe-raw \
   --formats binary continuous --out runs/report-real
 mkdir -p src/aullava/resources/default_model
 cp runs/default-model/{config.json,projector.safetensors,adapter_config.json,adapter_model.safetensors} \

@@ -15,7 +15,8 @@ ROOT = Path(aullava.__file__).parent
 FORBIDDEN = {
     "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets", "llava", "serve",
               "pictures"},
-    "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "serve", "pictures"},
+    "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "serve", "pictures",
+              "tables"},  # faces.video_frames (PyAV decoding) and faces.tracking (face ids) included
     "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "serve", "pictures"},
     "synth": {"model", "training", "eval", "teacher", "cli", "inference", "datasets", "serve", "pictures"},
     "teacher": {"model", "training", "cli", "inference", "datasets", "serve", "pictures"},
@@ -30,6 +31,8 @@ FORBIDDEN = {
     "face_geometry": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
                       "serve", "pictures", "llava"},
     "pictures": {"training", "synth", "teacher", "cli", "serve"},  # reads tables and results, draws them
+    "tables": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "llava", "serve",
+               "pictures"},  # the predict table's columns and its streaming writer: below inference
     "serve": {"cli", "training", "synth", "teacher"},  # on top, beside the command line
 }
 

@@ -183,13 +183,14 @@ def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(d
     assert (tmp_path / "before" / "reliability_binary.png").is_file()
     assert main(["calibrate", *common]) == 0
     printed = capsys.readouterr()
-    temperature = json.loads((model_dir / "config.json").read_text())["probability_temperature"]["binary"]
-    assert temperature > 0 and f"temperature {temperature:.3f}" in printed.out
+    config = json.loads((model_dir / "config.json").read_text())
+    temperature, bias = config["probability_temperature"]["binary"], config["probability_bias"]["binary"]
+    assert temperature > 0 and f"temperature {temperature:.3f}" in printed.out and f"shift {bias:+.3f}" in printed.out
     assert "ECE" in printed.out and "config.json" in printed.err
     after = evaluate("after")
     c_cols = [c for c in before.columns if c.endswith("_c")]
     p_cols = [c for c in before.columns if c.endswith("_p")]
     assert c_cols and p_cols
     pd.testing.assert_frame_equal(after[c_cols], before[c_cols])  # the answers stay
-    np.testing.assert_allclose(after[p_cols].to_numpy(), apply_temperature(before[p_cols].to_numpy(), temperature),
+    np.testing.assert_allclose(after[p_cols].to_numpy(), apply_temperature(before[p_cols].to_numpy(), temperature, bias),
                                atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
 from aullava.model.generation import generate_answers
+from aullava.model.config import AuLlavaConfig
 from aullava.model.modeling import AuLlavaModel
 from aullava.training.trainer import AuLlavaCollator
 from conftest import tiny_model_config
@@ -130,6 +133,19 @@ def test_invalid_tuning_mode_is_rejected(char_tokenizer_dir):
     with pytest.raises(ValueError, match="tuning.llm"):
         config.tuning = {"vision": "lora", "llm": "partial"}
         AuLlavaModel(config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("probability_temperature", {"binary": 0}, "probability_temperature.binary must be a number > 0"),
+    ("probability_temperature", {"yes/no": 1.0}, "unknown format 'yes/no'"),
+    ("probability_bias", {"discrete": 0.3}, "only 'binary' takes a bias"),
+    ("probability_bias", {"binary": float("nan")}, "probability_bias.binary must be a finite number"),
+])
+def test_probability_calibration_settings_are_checked(char_tokenizer_dir, field, value, message):
+    data = tiny_model_config(char_tokenizer_dir).to_dict()
+    data[field] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AuLlavaConfig.from_dict(data)
 
 
 def test_full_tuning_saves_the_tuned_part(char_tokenizer_dir, tmp_path):

@@ -125,6 +125,23 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
             np.testing.assert_array_equal(readout.values, parse_answer(readout.text, fmt, 12))
 
 
+def test_calibration_moves_probabilities_as_documented_and_never_the_answers(char_tokenizer_dir):
+    from aullava.eval.probabilities import apply_temperature
+
+    model = tiny_model(char_tokenizer_dir, "bp4d", 7)
+    crops = random_crops(20, 7)
+    raw = ParallelDecoder(model).decode(crops)
+    model.config.probability_temperature, model.config.probability_bias = {"binary": 1.7, "discrete": 0.5}, {
+        "binary": -0.8}
+    calibrated = ParallelDecoder(model).decode(crops)
+    for before, after in zip(raw, calibrated):
+        for fmt in ALL_FORMATS:
+            assert after[fmt].text == before[fmt].text
+        np.testing.assert_allclose(after[B].expected, apply_temperature(before[B].expected, 1.7, -0.8), atol=1e-5)
+        sharper = before[D].distribution ** 2  # T = 0.5 squares the softmax, renormalised
+        np.testing.assert_allclose(after[D].distribution, sharper / sharper.sum(1, keepdims=True), atol=1e-5)
+
+
 def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
     """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
     from aullava.model.parallel_decoding import _value_probabilities
@@ -189,12 +206,14 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
     table = Predictor(model, detector=detector).predict_table([image, image[:, ::-1].copy()])
     answers = ["AU01_c", "AU12_c", "AU01_r", "AU12_r", "AU01_i", "AU12_i"]
     expected = ["AU01_p", "AU12_p", "AU01_r_mean", "AU12_r_mean", "AU01_i_mean", "AU12_i_mean"]
-    assert list(table.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, *expected, "error"]
+    head = ["file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
+            "pose_pitch", "pose_yaw", "pose_roll"]  # aullava.tables: one layout for photos and videos
+    assert list(table.columns) == [*head, *answers, *expected, "error"]
     assert len(table) == 2 and table["error"].isna().all()
     p = table[["AU01_p", "AU12_p"]].to_numpy()
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_array_equal(p >= 0.5, table[["AU01_c", "AU12_c"]].to_numpy() == 1)
     assert table[["AU01_r_mean", "AU12_r_mean"]].to_numpy().max() <= 5
     sequential = Predictor(model, detector=detector, decoder="sequential").predict_table([image])
-    assert list(sequential.columns) == ["file", "face", "x0", "y0", "x1", "y1", *answers, "error"]
+    assert list(sequential.columns) == [*head, *answers, "error"]
     np.testing.assert_array_equal(sequential[answers].to_numpy(), table[answers].to_numpy()[:1])

@@ -61,9 +61,26 @@ def test_fit_temperature_undoes_a_known_sharpening_and_keeps_answers():
     assert np.array_equal(fixed >= 0.5, sharp >= 0.5)
 
 
+def test_fit_platt_undoes_a_shift_no_temperature_can():
+    """An over-eager model (log-odds shifted by +1.5, like training with a present-class weight): a temperature
+    leaves p = 0.5 in place and cannot fix it; the temperature and shift together recover the truth."""
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.02, 0.98, 40_000)
+    t = (rng.random(p.size) < p).astype(float)
+    eager = P.apply_temperature(p, 0.8, 1.5)
+    temperature, bias = P.fit_platt(t, eager)
+    assert temperature == pytest.approx(1 / 0.8, rel=0.05) and bias == pytest.approx(-1.5 * 0.8, abs=0.1)
+    fixed = P.apply_temperature(eager, temperature, bias)
+    assert P.expected_calibration_error(t, fixed) < 0.01
+    only_t = P.apply_temperature(eager, P.fit_temperature(t, eager))
+    assert P.expected_calibration_error(t, only_t) > 5 * P.expected_calibration_error(t, fixed)
+
+
 def test_fit_temperature_needs_both_labels():
     with pytest.raises(ValueError, match="both present and absent"):
         P.fit_temperature([1, 1], [0.3, 0.8])
+    with pytest.raises(ValueError, match="both present and absent"):
+        P.fit_platt([0, 0], [0.3, 0.8])
 
 
 def _truth_and_predictions():

@@ -127,7 +127,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from aullava.datasets import read_frames
     from aullava.datasets.spec import load_eval_spec
     from aullava.eval.predictions import sample_frames
-    from aullava.eval.probabilities import fit_binary_temperature
+    from aullava.eval.probabilities import fit_binary_calibration
     from aullava.files import atomic_write
 
     config_path = Path(args.model) / "config.json"
@@ -135,18 +135,22 @@ def _calibrate(args: argparse.Namespace) -> int:
     ask = spec.pop("ask", "model")
     frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit, seed=args.seed)
     model = _load_for_readout(args.model)
-    model.config.probability_temperature = {}  # fit on the raw probabilities
+    model.config.probability_temperature, model.config.probability_bias = {}, {}  # fit on the raw probabilities
     table, truth, _, formats = _model_predictions(args, frames, ["binary"], ask, model)
     if "binary" not in formats:
         raise ValueError(f"{args.data}: no binary labels to calibrate p(present) against")
-    fit = fit_binary_temperature(truth, table, frames.au_set)
-    print(f"binary p(present) over {fit['pairs']} (face, AU) pairs: temperature {fit['temperature']:.3f}; "
-          f"ECE {fit['ece_before']:.3f} → {fit['ece_after']:.3f}, log-loss {fit['nll_before']:.3f} → "
-          f"{fit['nll_after']:.3f} (on the data it was fitted to; check it on other held-out data with eval)")
+    fit = fit_binary_calibration(truth, table, frames.au_set)
+    print(f"binary p(present) over {fit['pairs']} (face, AU) pairs: temperature {fit['temperature']:.3f}, log-odds "
+          f"shift {fit['bias']:+.3f}; ECE {fit['ece_before']:.3f} → {fit['ece_after']:.3f}, log-loss "
+          f"{fit['nll_before']:.3f} → {fit['nll_after']:.3f} (a temperature alone, {fit['temperature_only']:.3f}: "
+          f"ECE {fit['ece_temperature_only']:.3f}); measured on the data it was fitted to: check it on other "
+          f"held-out data with eval")
     data = json.loads(config_path.read_text(encoding="utf-8"))
     data["probability_temperature"] = {**data.get("probability_temperature", {}), "binary": fit["temperature"]}
+    data["probability_bias"] = {**data.get("probability_bias", {}), "binary": fit["bias"]}
     atomic_write(config_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
-    print(f"wrote probability_temperature.binary = {fit['temperature']:.3f} into {config_path}", file=sys.stderr)
+    print(f"wrote probability_temperature.binary = {fit['temperature']:.3f} and probability_bias.binary = "
+          f"{fit['bias']:+.3f} into {config_path}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -323,10 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export_llava)
 
     calibrate = commands.add_parser("calibrate", parents=[common],
-        help="fit the temperature of a model's p(present) on held-out labelled faces", description=(
-        "Reads the model's binary p(present) on a held-out dataset spec and fits one temperature (the logit divided "
-        "by T, minimising log-loss), written into MODEL/config.json as probability_temperature.binary. It changes "
-        "the probabilities `predict` and `eval` report, never an answer. Fit on data you do not evaluate on."))
+        help="calibrate a model's p(present) on held-out labelled faces (Platt scaling)", description=(
+        "Reads the model's binary p(present) on a held-out dataset spec and fits a temperature T and a log-odds "
+        "shift b (p = sigmoid(logit / T + b), minimising log-loss), written into MODEL/config.json as "
+        "probability_temperature.binary and probability_bias.binary. It changes the probabilities `predict` and "
+        "`eval` report, never an answer. Fit on data you do not evaluate on."))
     calibrate.add_argument("--data", required=True, help="YAML dataset spec with binary labels (held-out faces)")
     calibrate.add_argument("--model", required=True, help="checkpoint directory (its config.json is updated)")
     calibrate.add_argument("--limit", type=positive_int, help="use a seeded random subset of at most N frames")

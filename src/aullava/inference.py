@@ -1,18 +1,21 @@
-"""Prediction: image files → faces → one constrained answer per (face, format) → typed results and tables.
+"""Prediction: photos and videos → faces → one constrained answer per (face, format) → typed results and tables.
 
 Mirrors py-feat's `Detector().detect()`: a list of typed results, and `to_dataframe` for an OpenFace-style table
-(`AU01_c` occurrence 0/1, `AU01_r` intensity 0–5, `AU01_i` intensity 0–1, and the probability columns `AU01_p`,
-`AU01_r_mean`, `AU01_i_mean`). A file that fails (missing, corrupt, no
-face) gets an error entry naming it; the other files of the call still get results.
+(`aullava.tables` has the columns). A video becomes one result per analysed frame (its index and timestamp), each
+face carrying a `face_id` that follows the person across frames (`aullava.faces.tracking`). A file that fails
+(missing, corrupt, no face in a photo, a broken video) gets an error entry naming it; the other files of the call
+still get results. `iter_predict` hands results over chunk by chunk, so `predict` on the command line writes them as
+they come and a long video killed half way keeps what was done.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,9 @@ from aullava.au_catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
 from aullava.model.generation import generate_answers
 from aullava.model.modeling import AuLlavaModel
+from aullava.tables import to_dataframe as table_of_results
+
+__all__ = ["FaceResult", "ImageResult", "Predictor", "default_model_dir", "load_model", "to_dataframe"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,11 @@ class FaceResult:
     expected: dict[str, np.ndarray] = field(default_factory=dict)
     # format name → (AUs × values) distribution: binary over (0, 1), discrete over 0..5
     distributions: dict[str, np.ndarray] = field(default_factory=dict)
+    face_id: int | None = None  # a video's tracked identity (`aullava.faces.tracking`); a photo's: `face`
+    confidence: float = math.nan  # the face detector's score, 0..1
+    pose: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # pitch, yaw, roll (degrees; see faces.detector)
+    blendshapes: dict[str, float] | None = None  # MediaPipe's 52 scores
+    landmarks: np.ndarray | None = None  # (478, 3) pixels of the picture: x, y, relative depth z
 
     def as_dict(self, fmt: str) -> dict[str, float]:
         return dict(zip(self.au_ids, self.values[fmt].tolist()))
@@ -47,9 +58,15 @@ class FaceResult:
 
 @dataclass
 class ImageResult:
+    """One photo, or one analysed frame of a video (`frame`, `timestamp` set; a failed video has one result with
+    neither and `error` set). A frame without a face has no faces and no error."""
+
     file: str
     faces: list[FaceResult] = field(default_factory=list)
     error: str | None = None
+    frame: int | None = None
+    timestamp: float | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # the picture, with keep_images only
 
 
 def default_model_dir() -> Path | None:
@@ -121,29 +138,55 @@ class Predictor:
     def trained(self) -> bool:
         return bool(self.model.config.trained)
 
-    def _faces(self, sources: list[Path | np.ndarray], first_index: int = 0) -> tuple[list[ImageResult], list[tuple]]:
+    def _pictures(self, sources: list, selection, done: dict) -> Iterator[tuple]:
+        """(result to fill, picture or None, tracker or None) per photo and per selected video frame, in order;
+        what `done` lists (file → [(frame or None, boxes)], from a resumed table) is skipped, its boxes replayed
+        into the video's tracker so the ids continue as in an uninterrupted run."""
         from aullava.faces.images import InputError, load_image
+        from aullava.faces.tracking import FaceTracker
+        from aullava.faces.video_frames import iter_video_frames
 
-        results, crops = [], []
-        for index, source in enumerate(sources, start=first_index):
-            name = f"<array {index}>" if isinstance(source, np.ndarray) else str(source)
-            result = ImageResult(file=name)
-            results.append(result)
+        for index, (kind, source) in enumerate(sources):
+            if kind == "array":
+                yield ImageResult(file=f"<array {index}>"), source, None
+                continue
+            name = str(source)
+            written = done.get(name, [])
+            if any(frame is None for frame, _ in written):
+                continue  # a photo, or a video that ended in an error: finished before
+            if kind == "image":
+                try:
+                    yield ImageResult(file=name), load_image(source), None
+                except InputError as err:
+                    yield ImageResult(file=name, error=str(err)), None, None
+                continue
+            tracker = FaceTracker()
+            for _, boxes in written:
+                tracker.update(boxes)
             try:
-                image = source if isinstance(source, np.ndarray) else load_image(source)
-                faces = self.detector.detect(image)
+                for frame in iter_video_frames(source, selection, skip={f for f, _ in written}):
+                    yield ImageResult(file=name, frame=frame.index, timestamp=frame.timestamp), frame.image, tracker
             except InputError as err:
-                result.error = str(err)
-                continue
-            if not faces:
-                result.error = f"{name}: no face found"
-                continue
-            for face_index, face in enumerate(faces):
-                face_result = FaceResult(face=face_index, box=tuple(float(v) for v in face.box),
-                                         au_ids=self.model.au_set.ids)
-                result.faces.append(face_result)
-                crops.append((face_result, face.crop, self._geometry(face)))
-        return results, crops
+                yield ImageResult(file=name, error=str(err)), None, None
+
+    def _detect(self, result: ImageResult, image: np.ndarray, tracker, crops: list) -> None:
+        from aullava.faces.images import InputError
+
+        try:
+            faces = self.detector.detect(image)
+        except InputError as err:
+            result.error = str(err)
+            return
+        if not faces and result.frame is None:
+            result.error = f"{result.file}: no face found"
+        ids = tracker.update([f.box for f in faces]) if tracker is not None else list(range(len(faces)))
+        for face_index, (face, face_id) in enumerate(zip(faces, ids)):
+            face_result = FaceResult(face=face_index, box=tuple(float(v) for v in face.box),
+                                     au_ids=self.model.au_set.ids, face_id=face_id,
+                                     confidence=float(face.confidence), pose=tuple(float(v) for v in face.pose),
+                                     blendshapes=dict(face.blendshapes), landmarks=face.landmarks)
+            result.faces.append(face_result)
+            crops.append((face_result, face.crop, self._geometry(face)))
 
     def _geometry(self, face) -> np.ndarray | None:
         """The face's geometry vector when the model reads geometry (its second stream), else None."""
@@ -156,31 +199,91 @@ class Predictor:
     def _geometry_batch(self, vectors: list) -> torch.Tensor | None:
         return self.model.processor.geometry_batch(vectors) if self.model.wants_geometry else None
 
-    def predict(self, inputs: Iterable[str | Path | np.ndarray], formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
-                progress: bool = False, chunk: int = 64) -> list[ImageResult]:
-        """Images are read and their faces cropped `chunk` images at a time, so a large folder never holds more
-        than one chunk of crops in memory."""
+    def sources(self, inputs: Iterable[str | Path | np.ndarray]) -> list[tuple[str, object]]:
+        """Inputs in order, folders expanded in place (to their photos and videos): ("array" | "image" | "video",
+        item). A file without a known extension is a video when FFmpeg finds a video stream in it."""
+        from aullava.faces.images import IMAGE_EXTENSIONS, is_video_path, iter_image_paths
+        from aullava.faces.video_frames import is_video_file
+
+        found = []
+        for item in inputs:
+            if isinstance(item, np.ndarray):
+                found.append(("array", item))
+                continue
+            for path in iter_image_paths([item], videos=True):
+                video = is_video_path(path) or (path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file()
+                                                and is_video_file(path))
+                found.append(("video" if video else "image", path))
+        return found
+
+    @staticmethod
+    def _expected_pictures(kind: str, source, selection) -> int:
+        """How many pictures a source will give, for the progress bar (a video's count is an estimate)."""
+        if kind != "video":
+            return 1
+        from aullava.faces.images import InputError
+        from aullava.faces.video_frames import probe_video
+
+        try:
+            info = probe_video(source)
+        except InputError:
+            return 1
+        count, rate = info.expected_frames, info.fps or 30.0
+        if not count:
+            return 1
+        last = min(count, math.ceil(selection.end * rate)) if selection.end is not None else count
+        span = max(0, last - math.ceil(selection.start * rate))
+        return max(1, math.ceil(span * selection.fps / rate) if selection.fps else math.ceil(span / selection.every))
+
+    def iter_predict(self, inputs: Iterable[str | Path | np.ndarray],
+                     formats: Sequence[str | AnswerFormat] = ALL_FORMATS, *, selection=None, progress: bool = False,
+                     chunk: int = 64, done: dict | None = None, keep_images: bool = False) -> Iterator[list[ImageResult]]:
+        """Results in input order, handed over `chunk` pictures (photos or analysed frames) at a time, so memory
+        holds one chunk of pictures and crops whatever the length of a video. `selection`
+        (`aullava.faces.video_frames.FrameSelection`) picks a video's frames; `done` (see `_pictures`) skips what
+        a resumed table holds; `keep_images` attaches each picture to its result (for overlays)."""
         from tqdm.auto import tqdm
 
-        from aullava.faces.images import iter_image_paths
+        from aullava.faces.video_frames import FrameSelection
 
         fmts = [AnswerFormat.parse(f) for f in formats]
-        sources: list[Path | np.ndarray] = []
-        for item in inputs:  # input order is kept; folders expand in place
-            sources.extend([item] if isinstance(item, np.ndarray) else iter_image_paths([item]))
-        n = len(self.model.au_set)
-        results: list[ImageResult] = []
-        bar = tqdm(total=len(sources), disable=not progress, desc="images", unit="img")
-        for start in range(0, len(sources), chunk):
-            chunk_results, crops = self._faces(sources[start:start + chunk], first_index=start)
-            if self.decoder_name == "parallel":
-                self._read_parallel(crops, fmts)
-            else:
-                self._read_sequential(crops, fmts, n)
-            results.extend(chunk_results)
-            bar.update(len(chunk_results))
+        selection = selection or FrameSelection()
+        done = done or {}
+        sources = self.sources(inputs)
+        total = sum(self._expected_pictures(kind, source, selection) for kind, source in sources)
+        total -= sum(len(v) for v in done.values())
+        bar = tqdm(total=max(total, 0), disable=not progress, desc="frames", unit="frame", dynamic_ncols=True)
+        pending, crops = [], []
+        for result, image, tracker in self._pictures(sources, selection, done):
+            if image is not None:
+                self._detect(result, image, tracker, crops)
+                if keep_images:
+                    result.image = image
+            pending.append(result)
+            if len(pending) >= chunk:
+                self._read(crops, fmts)
+                bar.update(len(pending))
+                yield pending
+                pending, crops = [], []
+        if pending:
+            self._read(crops, fmts)
+            bar.update(len(pending))
+            yield pending
+        bar.total = bar.n  # the estimate becomes the count
+        bar.refresh()
         bar.close()
-        return results
+
+    def predict(self, inputs: Iterable[str | Path | np.ndarray], formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
+                progress: bool = False, chunk: int = 64, selection=None) -> list[ImageResult]:
+        """Every result at once (see `iter_predict`): one per photo, and one per analysed frame of a video."""
+        return [r for part in self.iter_predict(inputs, formats, selection=selection, progress=progress, chunk=chunk)
+                for r in part]
+
+    def _read(self, crops: list[tuple], fmts: list[AnswerFormat]) -> None:
+        if self.decoder_name == "parallel":
+            self._read_parallel(crops, fmts)
+        else:
+            self._read_sequential(crops, fmts, len(self.model.au_set))
 
     def _read_parallel(self, crops: list[tuple], fmts: list[AnswerFormat]) -> None:
         """Faces batched, each face's image encoded once and its formats branched from it."""
@@ -209,38 +312,15 @@ class Predictor:
                 face.texts[fmt.value] = text
                 face.values[fmt.value] = parse_answer(text, fmt, n)
 
-    def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False) -> pd.DataFrame:
-        return to_dataframe(self.predict(inputs, formats, progress), self.model.au_set, formats,
-                            probabilities=self.decoder_name == "parallel")
+    def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False, selection=None,
+                      blendshapes: bool = False, landmarks: bool = False) -> pd.DataFrame:
+        return to_dataframe(self.predict(inputs, formats, progress, selection=selection), self.model.au_set, formats,
+                            probabilities=self.decoder_name == "parallel", blendshapes=blendshapes,
+                            landmarks=landmarks)
 
 
 def to_dataframe(results: list[ImageResult], au_set: AUSet, formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
-                 probabilities: bool | None = None) -> pd.DataFrame:
-    """One row per face (and one per failed file, with `error` set). Per AU and format, the answer (`AU01_c` 0/1,
-    `AU01_r` 0–5, `AU01_i` 0–1) and, with `probabilities`, the model's expectation over that value (`AU01_p`
-    p(present), `AU01_r_mean`, `AU01_i_mean`; see `AnswerFormat.table_suffix` / `expectation_suffix`).
-    `probabilities=None` includes them when the results carry them (the parallel decoder's)."""
-    fmts = [AnswerFormat.parse(f) for f in formats]
-    if probabilities is None:
-        probabilities = any(fmt.value in face.expected for r in results for face in r.faces for fmt in fmts)
-    columns = {fmt: au_set.openface_columns(fmt.table_suffix) for fmt in fmts}
-    expected = {fmt: au_set.openface_columns(fmt.expectation_suffix) for fmt in fmts} if probabilities else {}
-    rows = []
-    for result in results:
-        if result.error is not None:
-            rows.append({"file": result.file, "face": -1, "error": result.error})
-            continue
-        for face in result.faces:
-            row = {"file": result.file, "face": face.face, "x0": face.box[0], "y0": face.box[1],
-                   "x1": face.box[2], "y1": face.box[3]}
-            for fmt in fmts:
-                cast = float if fmt is AnswerFormat.CONTINUOUS else int
-                row.update({col: cast(v) for col, v in zip(columns[fmt], face.values[fmt.value])})
-                if fmt in expected and fmt.value in face.expected:
-                    row.update(zip(expected[fmt], face.expected[fmt.value].astype(float).tolist()))
-            row["error"] = None
-            rows.append(row)
-    # every column always, in one order, so tables of different inputs (or ranks' shards) line up
-    names = ["file", "face", "x0", "y0", "x1", "y1", *(c for fmt in fmts for c in columns[fmt]),
-             *(c for fmt in fmts for c in expected.get(fmt, ())), "error"]
-    return pd.DataFrame(rows, columns=names)
+                 probabilities: bool | None = None, blendshapes: bool = False, landmarks: bool = False) -> pd.DataFrame:
+    """The predict table of `results` (columns: `aullava.tables`): one row per face, and one per failed file or
+    faceless video frame, with `error` set for the failed ones."""
+    return table_of_results(results, au_set, formats, probabilities, blendshapes, landmarks)

@@ -78,10 +78,10 @@ def _au_columns(df: pd.DataFrame, suffix: str) -> list[str]:
 
 def _detect_tool(columns: Sequence[str]) -> str:
     cols = set(columns)
+    if "file" in cols and "error" in cols:  # first: aullava's tables have success/face_id/confidence too
+        return "aullava"
     if "success" in cols or {"face_id", "confidence"} <= cols:
         return "openface"
-    if "file" in cols and "error" in cols:
-        return "aullava"
     if "input" in cols or "FaceScore" in cols:
         return "pyfeat"
     return "aullava"  # a table already in the shared convention
@@ -158,6 +158,9 @@ def normalize_predictions(df: pd.DataFrame, tool: str = "auto", *, video: str | 
             df[c + "_c"] = np.where(p.notna(), (p >= 0.5).astype(float), np.nan)
         binary = [c + "_c" for c in bare]
 
+    if tool == "aullava" and "frame" in df.columns and pd.to_numeric(df["frame"], errors="coerce").notna().any():
+        df["video"] = df["file"] if video is None else video  # a video's table: (video, frame) rows
+        df = df.drop(columns=["file"])
     image_col = next((c for c in _IMAGE_COLS if c in df.columns), None)
     if image_col is not None and "frame" in df.columns and tool == "pyfeat" \
             and df.groupby(image_col)["frame"].nunique().max() > 1:  # py-feat on a video: input = the video

@@ -1,21 +1,25 @@
 """Scores of the model's probabilities: ranking (ROC-AUC), calibration (expected calibration error, reliability
-diagram) and a one-parameter temperature that recalibrates binary p(present).
+diagram) and the temperature and log-odds shift (Platt scaling) that recalibrate binary p(present).
 
 Why beside F1: a greedy 0/1 answer only shows one operating point, while p(present) ranks faces; a researcher
 comparing with py-feat's probabilities or choosing a threshold needs to know how well it ranks (AUC) and whether
 p = 0.7 means "present 70 % of the time" (calibration). Temperature scaling (Guo et al., 2017) divides the logit
-by one fitted number: it changes the probabilities, never which side of 0.5 they fall on, so the answers stay the same.
+by one fitted number: it changes the probabilities, never which side of 0.5 they fall on. A model trained with a
+present-class weight says "present" too readily, which no temperature undoes (p = 0.5 stays 0.5), so binary
+calibration also fits a shift of the log-odds (Platt, 1999): p = sigmoid(logit / T + b). Neither changes an answer:
+the readout keeps the greedy answer and only reports the recalibrated probability beside it.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["roc_auc", "expected_calibration_error", "reliability_bins", "fit_temperature", "apply_temperature",
-           "fit_binary_temperature", "plot_reliability"]
+           "fit_platt", "fit_binary_calibration", "plot_reliability"]
 
 _EPS = 1e-6
 
@@ -69,10 +73,10 @@ def expected_calibration_error(y_true, probs, bins: int = 10) -> float:
     return float((count * gap).sum() / count.sum())
 
 
-def apply_temperature(probs, temperature: float) -> np.ndarray:
-    """p → sigmoid(logit(p) / T); T > 1 softens, T < 1 sharpens; 0.5 stays 0.5."""
+def apply_temperature(probs, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """p → sigmoid(logit(p) / T + b); T > 1 softens, T < 1 sharpens; with b = 0, 0.5 stays 0.5."""
     p = np.clip(np.asarray(probs, dtype=float), _EPS, 1 - _EPS)
-    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / float(temperature)))
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) / float(temperature) + float(bias))))
 
 
 def fit_temperature(y_true, probs) -> float:
@@ -91,26 +95,50 @@ def fit_temperature(y_true, probs) -> float:
     return float(np.exp(best.x))
 
 
+def fit_platt(y_true, probs) -> tuple[float, float]:
+    """The (T, b) minimising the negative log-likelihood of sigmoid(logit(p) / T + b): a logistic regression on the
+    log-odds (T kept in [0.05, 20])."""
+    from scipy.optimize import minimize
+
+    t, p = _pair(y_true, probs)
+    if t.size == 0 or t.min() == t.max():
+        raise ValueError("fitting a calibration needs both present and absent labels")
+    z = np.log(np.clip(p, _EPS, 1 - _EPS) / (1 - np.clip(p, _EPS, 1 - _EPS)))
+
+    def nll(params: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = params
+        q = np.clip(1.0 / (1.0 + np.exp(-(a * z + b))), _EPS, 1 - _EPS)
+        residual = q - t
+        return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q))), np.array([np.mean(residual * z),
+                                                                                    np.mean(residual)])
+
+    best = minimize(nll, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.05, 20.0), (-20.0, 20.0)])
+    return float(1.0 / best.x[0]), float(best.x[1])
+
+
 def _log_loss(t: np.ndarray, p: np.ndarray) -> float:
     q = np.clip(p, _EPS, 1 - _EPS)
     return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
 
 
-def fit_binary_temperature(truth, predictions, au_set) -> dict[str, float]:
-    """The temperature of p(present) fitted over every (face, AU) pair labelled in `truth` (`AU01_c`) and read out
+def fit_binary_calibration(truth, predictions, au_set) -> dict[str, float]:
+    """Platt scaling of p(present) fitted over every (face, AU) pair labelled in `truth` (`AU01_c`) and read out
     in `predictions` (`AU01_p`), two tables of the same rows in the same order (`predict_dataset` and its faces),
-    with ECE and log-loss before and after."""
+    with ECE and log-loss before and after. It also reports the best temperature alone, for comparison."""
     t_cols, p_cols = au_set.openface_columns("c"), au_set.openface_columns("p")
     pairs = [(truth[tc].to_numpy(float), predictions[pc].to_numpy(float))
              for tc, pc in zip(t_cols, p_cols) if tc in truth.columns and pc in predictions.columns]
     if not pairs:
         raise ValueError("no AU has both binary labels and p(present) predictions")
     t, p = _pair(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
-    temperature = fit_temperature(t, p)
-    after = apply_temperature(p, temperature)
-    return {"temperature": temperature, "pairs": int(t.size),
+    temperature, bias = fit_platt(t, p)
+    after = apply_temperature(p, temperature, bias)
+    temperature_only = fit_temperature(t, p)
+    return {"temperature": temperature, "bias": bias, "pairs": int(t.size),
             "ece_before": expected_calibration_error(t, p), "ece_after": expected_calibration_error(t, after),
-            "nll_before": _log_loss(t, p), "nll_after": _log_loss(t, after)}
+            "nll_before": _log_loss(t, p), "nll_after": _log_loss(t, after),
+            "temperature_only": temperature_only,
+            "ece_temperature_only": expected_calibration_error(t, apply_temperature(p, temperature_only))}
 
 
 def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title: str) -> None:
@@ -134,7 +162,7 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)  # a dataset name + model path can be long
     hist.set_xlabel("p(present), binned")
     hist.set_ylabel("(face, AU) pairs")
     hist.set_yscale("symlog")

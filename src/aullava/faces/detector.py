@@ -6,6 +6,10 @@ blendshape scores from MediaPipe's Face Landmarker, then warp with a similarity 
 + translation, no shear, so facial proportions, which carry AU information, are preserved) that puts the eye centres
 at fixed positions of the crop.
 
+Each face also gets its head pose (pitch, yaw, roll in degrees, from MediaPipe's facial transformation matrix) and
+a confidence: the score of MediaPipe's face detector (the same short-range model the landmarker runs first, taken
+from its bundle, because the landmarker does not report it) for the detection that matches the face's landmarks.
+
 The landmarker bundle only contains MediaPipe's *short-range* face detector, which finds faces that fill roughly a
 fifth of the frame or more. For group photos or faces far from the camera, `FaceDetector` falls back to searching
 overlapping tiles when the whole-image pass finds nothing.
@@ -13,8 +17,10 @@ overlapping tiles when the whole-image pass finds nothing.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
+import zipfile
 from dataclasses import dataclass
 
 import cv2
@@ -43,6 +49,20 @@ MAX_TILE_LEVELS = 3  # tile sizes long/2, long/4, long/8: bounds the worst case 
 TILE_CONFIDENCE = 0.8  # tiles give the detector dozens of extra chances to hallucinate (e.g. a shiny helmet visor
 # seen as a face), so the tile search demands more confidence than the whole-image pass
 
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
+"""The Face Landmarker's 52 blendshape categories in its output order (tables get one `bs_<name>` column each)."""
+NUM_LANDMARKS = 478
+
 
 @dataclass
 class Face:
@@ -54,6 +74,8 @@ class Face:
     crop: np.ndarray  # (S, S, 3) uint8 RGB, aligned with `align_face`
     matrix: np.ndarray  # (2, 3) similarity transform: image pixels → crop pixels
     index: int = 0  # position in the left-to-right order of `detect`'s result
+    pose: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # pitch, yaw, roll in degrees (see head_pose)
+    confidence: float = math.nan  # the face detector's score for this face, 0..1 (NaN: no detection matched it)
 
     @property
     def crop_landmarks(self) -> np.ndarray:
@@ -147,6 +169,40 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def head_pose(transform: np.ndarray) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) in degrees from MediaPipe's 4×4 facial transformation matrix (canonical face → camera).
+
+    MediaPipe's camera space is OpenGL's: x to the image's right, y up, z towards the viewer; the canonical face
+    looks along +z. The rotation is split as R = Rx(pitch)·Ry(yaw)·Rz(roll), so: pitch > 0 the head is bowed (nose
+    down), yaw > 0 the head is turned towards the image's right (the subject's left in an unmirrored picture),
+    roll > 0 the head is tilted counter-clockwise as the picture is seen (towards the subject's right shoulder).
+    Mirroring the picture flips the signs of yaw and roll and keeps pitch (tested). 0, 0, 0 is a face looking
+    straight into the camera, upright.
+    """
+    rotation = np.asarray(transform, dtype=np.float64)[:3, :3]
+    rotation = rotation / np.maximum(np.linalg.norm(rotation, axis=0), 1e-12)  # drop any scale
+    pitch = math.degrees(math.atan2(-rotation[1, 2], rotation[2, 2]))
+    yaw = math.degrees(math.asin(float(np.clip(rotation[0, 2], -1.0, 1.0))))
+    roll = math.degrees(math.atan2(-rotation[0, 1], rotation[0, 0]))
+    return pitch, yaw, roll
+
+
+def _match_scores(boxes: list[np.ndarray], detections: list[tuple[np.ndarray, float]]) -> list[float]:
+    """Each landmark box's detection score: greedy on IoU (>= 0.2), best pairs first; NaN where none matched.
+    The detector's box is a square over eyes, nose and mouth, the landmarks' box the whole mesh, so they overlap
+    well but not exactly."""
+    pairs = sorted(((_iou(b, d), i, j) for i, b in enumerate(boxes) for j, (d, _) in enumerate(detections)),
+                   reverse=True)
+    scores, used = [math.nan] * len(boxes), set()
+    for iou, i, j in pairs:
+        if iou < 0.2:
+            break
+        if math.isnan(scores[i]) and j not in used:
+            scores[i] = detections[j][1]
+            used.add(j)
+    return scores
+
+
 def _box(lm: np.ndarray) -> np.ndarray:
     return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
 
@@ -173,7 +229,8 @@ def _close_landmarker(landmarker) -> None:
     reclaims the memory anyway, so a failed close is ignored and the handle dropped so `__del__` does nothing.
     """
     try:
-        landmarker.close()
+        with native_stderr_silenced():  # the face detector's graph logs "DestroyAccelerator" as it closes
+            landmarker.close()
     except Exception:  # noqa: BLE001
         if hasattr(landmarker, "_handle"):
             landmarker._handle = None
@@ -213,7 +270,7 @@ class FaceDetector:
         self.max_side = max_side
         self.search_tiles = search_tiles
         self.border = border
-        self._landmarkers: dict[bool, object] = {}  # strict (tile search) flag → MediaPipe FaceLandmarker
+        self._landmarkers: dict[bool, tuple] = {}  # strict (tile search) flag → (FaceLandmarker, FaceDetector)
         self._finalizers: list[weakref.finalize] = []
         self._lock = threading.Lock()
 
@@ -230,11 +287,20 @@ class FaceDetector:
                 min_face_detection_confidence=confidence,
                 min_face_presence_confidence=confidence,
                 output_face_blendshapes=True,
+                output_facial_transformation_matrixes=True,  # head pose; landmarks and blendshapes are unchanged
+            )
+            with zipfile.ZipFile(face_landmarker_path()) as bundle:  # the landmarker's own first stage
+                detector_model = bundle.read("face_detector.tflite")
+            detector_options = vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=detector_model),
+                running_mode=vision.RunningMode.IMAGE, min_detection_confidence=confidence,
             )
             with native_stderr_silenced():  # MediaPipe's glog and TFLite's INFO lines
                 landmarker = vision.FaceLandmarker.create_from_options(options)
-            self._landmarkers[strict] = landmarker
-            self._finalizers.append(weakref.finalize(self, _close_landmarker, landmarker))
+                detector = vision.FaceDetector.create_from_options(detector_options)
+            self._landmarkers[strict] = (landmarker, detector)
+            for graph in (landmarker, detector):
+                self._finalizers.append(weakref.finalize(self, _close_landmarker, graph))
         return self._landmarkers[strict]
 
     def close(self) -> None:
@@ -252,21 +318,31 @@ class FaceDetector:
 
     # -- detection ------------------------------------------------------------------------------------------------
     def _run(self, image: np.ndarray, x0: int = 0, y0: int = 0, strict: bool = False) -> list:
-        """One MediaPipe pass: [(landmarks in pixels of the enclosing image, offset by x0, y0; blendshapes)]."""
+        """One MediaPipe pass: [(landmarks in pixels of the enclosing image, offset by x0, y0; blendshapes; head
+        pose; detection score)]."""
         import mediapipe as mp
 
         h, w = image.shape[:2]
-        landmarker = self._get_landmarker(strict)
+        landmarker, detector = self._get_landmarker(strict)
+        picture = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         with native_stderr_silenced():  # the first inference logs from native threads too
-            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            result = landmarker.detect(picture)
+            found = detector.detect(picture).detections if result.face_landmarks else []
         out = []
         for i, points in enumerate(result.face_landmarks):
             lm = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64) * (w, h, w) + (x0, y0, 0)
             shapes = result.face_blendshapes[i] if i < len(result.face_blendshapes) else []
-            out.append((lm, {c.category_name: float(c.score) for c in shapes}))
-        return out
+            matrices = result.facial_transformation_matrixes or []
+            pose = head_pose(matrices[i]) if i < len(matrices) else (math.nan,) * 3
+            out.append((lm, {c.category_name: float(c.score) for c in shapes}, pose))
+        detections = [(np.array([d.bounding_box.origin_x + x0, d.bounding_box.origin_y + y0,
+                                 d.bounding_box.origin_x + d.bounding_box.width + x0,
+                                 d.bounding_box.origin_y + d.bounding_box.height + y0], dtype=np.float64),
+                       float(d.categories[0].score) if d.categories else math.nan) for d in found]
+        scores = _match_scores([_box(lm) for lm, _, _ in out], detections)
+        return [(lm, shapes, pose, score) for (lm, shapes, pose), score in zip(out, scores)]
 
-    def _run_tiles(self, image: np.ndarray) -> list[tuple[np.ndarray, dict[str, float]]]:
+    def _run_tiles(self, image: np.ndarray) -> list[tuple]:
         """Coarse-to-fine tile search; stops at the first tile size that finds any face.
 
         Tiles overlap by half, so any face smaller than half a tile lies wholly inside one. Duplicates from
@@ -282,18 +358,19 @@ class FaceDetector:
             for ty in _tile_starts(h, tile):
                 for tx in _tile_starts(w, tile):
                     th, tw = min(tile, h - ty), min(tile, w - tx)
-                    for lm, shapes in self._run(image[ty:ty + th, tx:tx + tw], tx, ty, strict=True):
+                    for raw in self._run(image[ty:ty + th, tx:tx + tw], tx, ty, strict=True):
+                        lm = raw[0]
                         b = _box(lm)
                         gaps = [b[0] - tx if tx > 0 else np.inf, b[1] - ty if ty > 0 else np.inf,
                                 tx + tw - b[2] if tx + tw < w else np.inf, ty + th - b[3] if ty + th < h else np.inf]
                         margin = min(gaps) / max(b[2] - b[0], b[3] - b[1], 1e-6)
-                        candidates.append((margin, b, lm, shapes))
+                        candidates.append((margin, b, raw))
             kept: list = []
             for cand in sorted(candidates, key=lambda c: -c[0]):
                 if all(_iou(cand[1], k[1]) < 0.3 for k in kept):
                     kept.append(cand)
             if kept:
-                return [(lm, shapes) for _, _, lm, shapes in kept]
+                return [raw for _, _, raw in kept]
             tile //= 2
         return []
 
@@ -316,16 +393,16 @@ class FaceDetector:
         if scale != 1.0:
             # MediaPipe coordinates are continuous (0..width), so mapping back is a pure scale; z scales like x
             sx, sy = w / small.shape[1], h / small.shape[0]
-            raw = [(lm * (sx, sy, sx), shapes) for lm, shapes in raw]
+            raw = [(lm * (sx, sy, sx), *rest) for lm, *rest in raw]
         raw.sort(key=lambda r: -(np.ptp(r[0][:, 0]) * np.ptp(r[0][:, 1])))  # keep the largest if over max_faces
         raw = raw[: self.max_faces]
         raw.sort(key=lambda r: float(r[0][:, 0].mean()))
         faces = []
-        for index, (lm, shapes) in enumerate(raw):
+        for index, (lm, shapes, pose, score) in enumerate(raw):
             b = _box(lm)
             box = (float(np.clip(b[0], 0, w)), float(np.clip(b[1], 0, h)),
                    float(np.clip(b[2], 0, w)), float(np.clip(b[3], 0, h)))
             crop, matrix = align_face(image, lm, self.crop_size, self.border)
             faces.append(Face(box=box, landmarks=lm.astype(np.float32), blendshapes=shapes, crop=crop,
-                              matrix=matrix, index=index))
+                              matrix=matrix, index=index, pose=pose, confidence=score))
         return faces

@@ -33,6 +33,13 @@ IMAGE_EXTENSIONS = frozenset(
 )
 """Extensions picked up when a folder is expanded (compared case-insensitively)."""
 
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts",
+     ".3gp", ".ogv", ".mxf"}
+)
+"""Video files a folder expands to for `predict` (`iter_media_paths`); a video named explicitly is read whatever
+its extension (`aullava.faces.video_frames` decides from the contents)."""
+
 # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; we do our own, clearer check against MAX_PIXELS,
 # so only ever *raise* PIL's limit (never lower a limit someone else configured) to keep 90-100 MP images quiet.
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
@@ -155,7 +162,13 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_images(folder: Path) -> list[Path]:
+def is_video_path(path: str | os.PathLike) -> bool:
+    """Whether `predict` treats this file as a video: by extension (a video with another name is sniffed by the
+    caller; an image is never decoded as a video)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _walk_images(folder: Path, extensions=IMAGE_EXTENSIONS) -> list[Path]:
     found: list[Path] = []
     seen_dirs: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -166,23 +179,25 @@ def _walk_images(folder: Path) -> list[Path]:
         seen_dirs.add(real)
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         for name in files:
-            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in extensions:
                 found.append(Path(root) / name)
     return sorted(found)
 
 
-def iter_image_paths(inputs: list[str | os.PathLike]) -> list[Path]:
+def iter_image_paths(inputs: list[str | os.PathLike], videos: bool = False) -> list[Path]:
     """Expand the user's inputs into the list of files to process, in a deterministic order.
 
     Folders expand recursively to their image files (sorted; extension matched case-insensitively; hidden files and
     folders skipped). Anything else named explicitly is kept as given, even a missing path or an odd extension, so
     that it gets its own `InputError` from `load_image` instead of silently vanishing. Duplicates are dropped.
+    `videos`: folders also expand to their video files (`VIDEO_EXTENSIONS`), as `predict` reads them.
     """
     result: list[Path] = []
     seen: set[str] = set()
+    extensions = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
     for item in inputs:
         path = Path(item)
-        for p in _walk_images(path) if path.is_dir() else [path]:
+        for p in _walk_images(path, extensions) if path.is_dir() else [path]:
             key = os.path.realpath(p)
             if key not in seen:
                 seen.add(key)

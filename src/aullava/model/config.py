@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from aullava.answer_format import ALL_FORMATS
+from aullava.answer_format import ALL_FORMATS, AnswerFormat
 from aullava.au_catalogue import AUSet, au_set as resolve_au_set
 from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION
 
@@ -170,6 +171,10 @@ class AuLlavaConfig:
     # format → temperature dividing the answer logits when the readout turns them into probabilities (fitted on a
     # held-out split by `aullava calibrate`; 1 = the raw softmax). It never changes an answer, only its probabilities.
     probability_temperature: dict[str, float] = field(default_factory=dict)
+    # format → a shift added to the log-odds of "present" after the temperature (Platt scaling; binary only). A model
+    # trained with `present_weight` > 1 says "present" too readily; the shift moves its probabilities back without
+    # touching the answers, so a calibrated p(present) may fall below 0.5 on a face the answer calls present.
+    probability_bias: dict[str, float] = field(default_factory=dict)
     # the face's landmarks and blendshapes as extra tokens beside the image tokens (off: the paper's model)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     model_type: str = "aullava"
@@ -192,6 +197,11 @@ class AuLlavaConfig:
                                  f"{[f.value for f in ALL_FORMATS]}")
             if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
                 raise ValueError(f"model.probability_temperature.{fmt} must be a number > 0, got {temperature!r}")
+        for fmt, bias in dict(self.probability_bias or {}).items():
+            if fmt != AnswerFormat.BINARY.value:
+                raise ValueError(f"model.probability_bias: only 'binary' takes a bias (a log-odds shift), got {fmt!r}")
+            if not isinstance(bias, (int, float)) or isinstance(bias, bool) or not math.isfinite(bias):
+                raise ValueError(f"model.probability_bias.{fmt} must be a finite number, got {bias!r}")
 
     def resolved_au_set(self) -> AUSet:
         return AUSet.from_dict(self.au_set) if isinstance(self.au_set, dict) else resolve_au_set(self.au_set)

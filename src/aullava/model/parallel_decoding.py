@@ -117,6 +117,10 @@ class _Row:
     dists: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)  # position → (ids, probs)
 
 
+def _first_digit(text: str) -> str:
+    return next((c for c in text if c.isdigit()), "")
+
+
 class ParallelDecoder:
     """Decodes answers for batches of face crops; holds the description's key/value cache for reuse across calls.
 
@@ -136,6 +140,7 @@ class ParallelDecoder:
         self.prefix_ids = model.processor.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
         self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
         self.temperature = dict(model.config.probability_temperature or {})
+        self.bias = dict(model.config.probability_bias or {})
 
     # ----- model passes --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -272,6 +277,16 @@ class ParallelDecoder:
             text += grammar.text_of[token]
         return needed
 
+    def _calibrated(self, grammar: AnswerGrammar, allowed: list[int], scores: np.ndarray) -> np.ndarray:
+        """Softmax of the allowed tokens' logits divided by the format's temperature, with the binary log-odds shift
+        added to the tokens whose value digit is 1 (Platt scaling, fitted by `aullava calibrate`)."""
+        z = scores / self.temperature.get(grammar.fmt.value, 1.0)
+        shift = self.bias.get(grammar.fmt.value, 0.0)
+        if shift:
+            z = z + shift * np.array([_first_digit(grammar.text_of[t]) == "1" for t in allowed], dtype=z.dtype)
+        probs = np.exp(z - z.max())
+        return probs / probs.sum()
+
     def _verify(self, grammar: AnswerGrammar, row: _Row, seq: list[int], logits: np.ndarray,
                 fed_from: int) -> int | None:
         """Constrained argmax at every position this pass predicted, each under the draft's own prefix. Up to the
@@ -294,9 +309,8 @@ class ParallelDecoder:
                 columns = [self.column[t] for t in allowed]
                 scores = logits[j - fed_from - 1, columns]
                 best = allowed[int(np.argmax(scores))]
-                if wrong is None:  # probabilities at the model's calibrated temperature; the argmax is unchanged
-                    probs = np.exp((scores - scores.max()) / self.temperature.get(grammar.fmt.value, 1.0))
-                    row.dists[j] = (allowed, probs / probs.sum())
+                if wrong is None:  # probabilities under the model's calibration; the argmax (the answer) is unchanged
+                    row.dists[j] = (allowed, self._calibrated(grammar, allowed, scores))
             if wrong is None and (j == len(seq) or best != seq[j]):
                 wrong = j
                 if j == len(seq):
