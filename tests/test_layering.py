@@ -27,6 +27,9 @@ FORBIDDEN = {
                       "serve", "pictures"},
     "au_catalogue": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
                      "serve", "pictures"},
+    # a face's geometry vector (numpy only): read by faces (crop cache), datasets, model and inference alike
+    "face_geometry": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
+                      "serve", "pictures", "llava"},
     "pictures": {"training", "synth", "teacher", "cli", "serve"},  # reads tables and results, draws them
     "tables": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "llava", "serve",
                "pictures"},  # the predict table's columns and its streaming writer: below inference

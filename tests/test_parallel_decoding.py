@@ -28,11 +28,15 @@ def merging_tokenizer_dir(tmp_path_factory):
     return directory
 
 
-def tiny_model(tokenizer_dir, au_set, seed: int, llm: str = "gemma3_text", vision: str = "clip"):
+def tiny_model(tokenizer_dir, au_set, seed: int, llm: str = "gemma3_text", vision: str = "clip",
+               geometry: dict | None = None):
     from aullava.model.modeling import AuLlavaModel
 
     torch.manual_seed(seed)
-    model = AuLlavaModel(tiny_model_config(tokenizer_dir, au_set=au_set, llm=llm, vision=vision)).eval()
+    config = tiny_model_config(tokenizer_dir, au_set=au_set, llm=llm, vision=vision)
+    if geometry is not None:
+        config.geometry = geometry
+    model = AuLlavaModel(config).eval()
     with torch.no_grad():  # larger random weights: answers whose values differ more within and across faces
         for name, param in model.language_model.named_parameters():
             if param.dim() == 2 and "embed" not in name:
@@ -47,12 +51,12 @@ def random_crops(n: int, seed: int, size: int = 32) -> torch.Tensor:
     return (smooth * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def compare(model, crops, formats=ALL_FORMATS):
+def compare(model, crops, formats=ALL_FORMATS, geometry=None):
     decoder = ParallelDecoder(model)
-    readouts = decoder.decode(crops, formats)
+    readouts = decoder.decode(crops, formats, geometry=geometry)
     texts = {}
     for fmt in formats:
-        sequential = generate_answers(model, crops, [fmt] * len(crops))
+        sequential = generate_answers(model, crops, [fmt] * len(crops), geometry=geometry)
         parallel = [r[fmt].text for r in readouts]
         mismatches = [(i, s, p) for i, (s, p) in enumerate(zip(sequential, parallel)) if s != p]
         assert not mismatches, f"{fmt.value}: {len(mismatches)} answers differ, first {mismatches[0]}"

@@ -104,12 +104,13 @@ def _model_predictions(args: argparse.Namespace, frames, formats: list[str], ask
     from aullava.eval.predictions import predict_dataset, truth_keys
     from aullava.faces.crop_cache import FaceCropCache
 
-    cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size)
+    cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size, landmarks=model.wants_geometry)
     report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers,
                          progress=not args.quiet)
     if report.failures:
         print(f"note: {dropped_summary(len(frames.table), report.failures, 'not evaluated')}", file=sys.stderr)
-    faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask)
+    faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask,
+                          geometry=model.wants_geometry)
     unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
     print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
                                                     if unasked else ""), file=sys.stderr)

@@ -186,7 +186,18 @@ class Predictor:
                                      confidence=float(face.confidence), pose=tuple(float(v) for v in face.pose),
                                      blendshapes=dict(face.blendshapes), landmarks=face.landmarks)
             result.faces.append(face_result)
-            crops.append((face_result, face.crop))
+            crops.append((face_result, face.crop, self._geometry(face)))
+
+    def _geometry(self, face) -> np.ndarray | None:
+        """The face's geometry vector when the model reads geometry (its second stream), else None."""
+        if not self.model.wants_geometry:
+            return None
+        from aullava.face_geometry import geometry_features
+
+        return geometry_features(face.landmarks, face.matrix, face.blendshapes, face.crop.shape[0])
+
+    def _geometry_batch(self, vectors: list) -> torch.Tensor | None:
+        return self.model.processor.geometry_batch(vectors) if self.model.wants_geometry else None
 
     def sources(self, inputs: Iterable[str | Path | np.ndarray]) -> list[tuple[str, object]]:
         """Inputs in order, folders expanded in place (to their photos and videos): ("array" | "image" | "video",
@@ -278,8 +289,9 @@ class Predictor:
         """Faces batched, each face's image encoded once and its formats branched from it."""
         for offset in range(0, len(crops), self.batch_size):
             batch = crops[offset:offset + self.batch_size]
-            readouts = self.parallel_decoder.decode(torch.from_numpy(np.stack([crop for _, crop in batch])), fmts)
-            for (face, _), by_format in zip(batch, readouts):
+            readouts = self.parallel_decoder.decode(torch.from_numpy(np.stack([crop for _, crop, _ in batch])), fmts,
+                                                    geometry=self._geometry_batch([g for _, _, g in batch]))
+            for (face, _, _), by_format in zip(batch, readouts):
                 for fmt, readout in by_format.items():
                     face.texts[fmt.value] = readout.text
                     face.values[fmt.value] = readout.values
@@ -288,14 +300,15 @@ class Predictor:
                         face.distributions[fmt.value] = readout.distribution
 
     def _read_sequential(self, crops: list[tuple], fmts: list[AnswerFormat], n: int) -> None:
-        jobs = [(face, crop, fmt) for face, crop in crops for fmt in fmts]
+        jobs = [(face, crop, fmt, geometry) for face, crop, geometry in crops for fmt in fmts]
         for offset in range(0, len(jobs), self.batch_size):
             batch = jobs[offset:offset + self.batch_size]
-            crops_t = torch.from_numpy(np.stack([crop for _, crop, _ in batch]))
+            crops_t = torch.from_numpy(np.stack([crop for _, crop, _, _ in batch]))
             with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision],
                                 enabled=PRECISIONS[self.precision] is not None):
-                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt in batch])
-            for (face, _, fmt), text in zip(batch, texts):
+                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt, _ in batch],
+                                         geometry=self._geometry_batch([g for _, _, _, g in batch]))
+            for (face, _, fmt, _), text in zip(batch, texts):
                 face.texts[fmt.value] = text
                 face.values[fmt.value] = parse_answer(text, fmt, n)
 

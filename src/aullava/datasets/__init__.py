@@ -63,27 +63,28 @@ def read_frames(spec: dict[str, Any], where: str = "dataset spec") -> LabelledFr
 
 
 def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, image_size: int,
-                  cache_root: str | None = None, workers: int = 1) -> Dataset:
-    """A recipe's `data.train` → samples. Real datasets get their face crops built (or found) in the cache."""
+                  cache_root: str | None = None, workers: int = 1, geometry: bool = False) -> Dataset:
+    """A recipe's `data.train` → samples. Real datasets get their face crops built (or found) in the cache;
+    `geometry` (a model with the geometry stream): with their landmarks, and samples carry the geometry vector."""
     if isinstance(spec, list):
-        return MixedDataset([build_dataset(s, num_aus, image_size, cache_root, workers) for s in spec])
+        return MixedDataset([build_dataset(s, num_aus, image_size, cache_root, workers, geometry) for s in spec])
     if not isinstance(spec, dict):
         raise ValueError(f"data.train: a dataset spec must be a mapping with a type, found {type(spec).__name__}")
     spec = dict(spec)
     if spec.get("type") == "patterns":
-        check_keys(spec, ["type", *reader_keys(PatternFaces, skip=("num_aus", "image_size"))], "data.train",
-                   "patterns")
+        check_keys(spec, ["type", *reader_keys(PatternFaces, skip=("num_aus", "image_size", "geometry"))],
+                   "data.train", "patterns")
         spec.pop("type")
-        return PatternFaces(num_aus=num_aus, image_size=image_size, **spec)
+        return PatternFaces(num_aus=num_aus, image_size=image_size, geometry=geometry, **spec)
     from aullava.faces.crop_cache import FaceCropCache
 
     ask = spec.pop("ask", "labelled")
     frames = read_frames(spec, where="data.train")
     for problem in frames.problems:
         log.warning("%s", problem)
-    cache = FaceCropCache(cache_root, crop_size=image_size)
+    cache = FaceCropCache(cache_root, crop_size=image_size, landmarks=geometry)
     report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers)
-    faces = LabelledFaces(frames, cache, ask=ask)
+    faces = LabelledFaces(frames, cache, ask=ask, geometry=geometry)
     if faces.dropped:
         log.warning("%s: %s", frames.name, dropped_summary(len(frames.table), report.failures or
                                                            [f"{faces.dropped} rows without a face crop"],

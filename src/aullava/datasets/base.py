@@ -4,7 +4,8 @@ A sample is a dict: `image` (aligned face crop, uint8 S×S×3), `targets` ({form
 `masks` ({format name: bool per AU}, False = not labelled: never asked, never trained on; a single `mask` for all
 formats is accepted too) and optionally `au_set` (the AUSet its vectors follow and its prompt asks; default: the
 model's), or `au_sets` ({format name: AUSet}) where a dataset labels different AUs per format (BP4D: occurrence
-of 12 AUs, intensity of 5). `FormatExpanded` turns each sample into one training
+of 12 AUs, intensity of 5); for a model with the geometry stream also `geometry` (the face's
+`aullava.face_geometry` vector). `FormatExpanded` turns each sample into one training
 example per answer format, so one image teaches the model all three formats in the same run (the paper's point).
 """
 
@@ -50,6 +51,9 @@ class FormatExpanded(Dataset):
         if fmt.value not in sample["targets"]:
             raise KeyError(f"sample {sample_index} has no {fmt.value} target")
         masks = sample.get("masks") or {}
-        return {"image": sample["image"], "format": fmt.value, "values": sample["targets"][fmt.value],
-                "mask": masks.get(fmt.value, sample.get("mask")),
-                "au_set": (sample.get("au_sets") or {}).get(fmt.value, sample.get("au_set"))}
+        example = {"image": sample["image"], "format": fmt.value, "values": sample["targets"][fmt.value],
+                   "mask": masks.get(fmt.value, sample.get("mask")),
+                   "au_set": (sample.get("au_sets") or {}).get(fmt.value, sample.get("au_set"))}
+        if "geometry" in sample:
+            example["geometry"] = sample["geometry"]
+        return example

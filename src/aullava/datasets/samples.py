@@ -53,15 +53,23 @@ def labelled_subsets(frames: LabelledFrames, formats=ALL_FORMATS, ask: str | AUS
 
 class LabelledFaces(Dataset):
     """One sample per table row whose face crop is in the cache (build the cache first; rows whose crop failed
-    are dropped and counted in `dropped`)."""
+    are dropped and counted in `dropped`). `geometry`: samples also carry the face's geometry vector (for a model
+    with the geometry stream; the cache must be built with landmarks), and rows without it are dropped too."""
 
-    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS, ask: str | AUSet = "labelled"):
+    def __init__(self, frames: LabelledFrames, cache, formats=ALL_FORMATS, ask: str | AUSet = "labelled",
+                 geometry: bool = False):
         self.frames = frames
         self.cache = cache
+        self.with_geometry = geometry
         self.au_sets = labelled_subsets(frames, formats, ask)
         table = frames.table.reset_index(drop=True)
         sources = [frame_source(row) for _, row in table.iterrows()]
-        present = [cache.get(source) is not None for source in sources] if cache is not None else [True] * len(sources)
+        if cache is None:
+            present = [True] * len(sources)
+        elif geometry:
+            present = [cache.geometry(source) is not None for source in sources]
+        else:
+            present = [cache.get(source) is not None for source in sources]
         self.table = table[present].reset_index(drop=True)
         self.sources = [s for s, ok in zip(sources, present) if ok]
         self.dropped = len(table) - len(self.table)
@@ -93,7 +101,16 @@ class LabelledFaces(Dataset):
         image = self.cache.get(self.sources[index])
         if image is None:
             raise FileNotFoundError(f"face crop of {self.sources[index]} is no longer in the cache {self.cache}")
-        return {"image": image, **self.labels(index)}
+        if not self.with_geometry:
+            return {"image": image, **self.labels(index)}
+        return {"image": image, "geometry": self.geometry(index), **self.labels(index)}
+
+    def geometry(self, index: int) -> np.ndarray:
+        """The face's geometry vector (`aullava.face_geometry`), from the cache's landmarks and blendshapes."""
+        vector = self.cache.geometry(self.sources[index])
+        if vector is None:
+            raise FileNotFoundError(f"face landmarks of {self.sources[index]} are not in the cache {self.cache}")
+        return vector
 
 
 class MixedDataset(ConcatDataset):

@@ -381,13 +381,15 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
         for start in range(0, len(faces), batch_size):
             rows = range(start, min(start + batch_size, len(faces)))
             crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))
+            geometry = model.processor.geometry_batch([faces.geometry(i) for i in rows]) \
+                if getattr(model, "wants_geometry", False) else None
             if parallel is not None:
-                for i, by_format in zip(rows, parallel.decode(crops, fmts)):
+                for i, by_format in zip(rows, parallel.decode(crops, fmts, geometry=geometry)):
                     for fmt, readout in by_format.items():
                         values[fmt.value][i], expected[fmt.value][i] = readout.values, readout.expected
             else:
                 for fmt in fmts:
-                    texts = generate_answers(model, crops, [fmt] * len(rows), [au_set] * len(rows))
+                    texts = generate_answers(model, crops, [fmt] * len(rows), [au_set] * len(rows), geometry)
                     for i, text in zip(rows, texts):
                         values[fmt][i] = parse_answer(text, fmt, len(au_set))
             bar.update(len(rows))

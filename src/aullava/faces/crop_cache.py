@@ -10,7 +10,8 @@ Layout under `root` (default ``$AULLAVA_HOME/crops``)::
 
     ab/abcdef…0123.png    the aligned crop, RGB, lossless PNG (key = 64 hex digits; `ab` = its first two)
     ab/abcdef…0123.json   {"source", "box", "matrix", "blendshapes" (52 names → scores), "faces", "image_size", …}
-    ab/abcdef…0123.npy    (478, 3) float32 landmarks in image pixels, only with ``landmarks=True``
+    ab/abcdef…0123.npy    (478, 3) float32 landmarks in image pixels, only with ``landmarks=True`` (what the
+                          model's geometry stream reads, with the JSON's matrix and blendshapes: `geometry`)
     failures.jsonl        one {"key", "source", "reason"} object per line, appended as frames fail
     .tmp/                 files being written
 
@@ -24,7 +25,8 @@ with ``allow_pickle=False``.
 Every file is written under ``.tmp/`` (same file system) and renamed into place, so a killed run leaves either a
 complete entry or none; files it left in ``.tmp/`` are deleted by a later `build` once they are old enough
 (`STALE_TEMP_SECONDS`) to be certain no other build is still writing them. The PNG is renamed last: an entry counts
-as cached exactly when its PNG exists, so its sidecar files are always there too.
+as cached exactly when its PNG exists, so its sidecar files are always there too. A cache built without
+landmarks stays readable: a ``landmarks=True`` build detects again the entries that lack their ``.npy`` and adds it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aullava.assets import aullava_home
+from aullava.face_geometry import geometry_features
 from aullava.files import atomic_write
 from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector, largest_face
 from aullava.faces.images import MAX_SIDE, InputError, load_image
@@ -282,6 +285,17 @@ class FaceCropCache:
         meta["landmarks"] = np.load(npy, allow_pickle=False) if npy.is_file() else None
         return meta
 
+    def geometry(self, source) -> np.ndarray | None:
+        """The cached face's geometry vector (`aullava.face_geometry.geometry_features`: landmarks in the crop's
+        frame + blendshapes), or None when the entry or its landmarks are not stored (build with landmarks)."""
+        png = self.path(source)
+        npy = png.with_suffix(".npy")
+        if not (png.is_file() and npy.is_file()):
+            return None
+        meta = json.loads(png.with_suffix(".json").read_text())
+        return geometry_features(np.load(npy, allow_pickle=False), np.asarray(meta["matrix"]), meta["blendshapes"],
+                                 int(meta["crop_size"]))
+
     def failures(self) -> dict[str, Failure]:
         """Recorded failures by key (latest record wins). A line cut short by a killed run is ignored."""
         found: dict[str, Failure] = {}
@@ -326,7 +340,8 @@ class FaceCropCache:
                 continue
             seen.add(key)
             report.total += 1
-            if _entry_path(self.root, key, ".png").is_file():
+            if _entry_path(self.root, key, ".png").is_file() and (
+                    not self.landmarks or _entry_path(self.root, key, ".npy").is_file()):
                 report.cached += 1
             elif key in known and not retry_failures:
                 report.skipped += 1

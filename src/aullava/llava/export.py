@@ -49,6 +49,9 @@ def check_exportable(model: AuLlavaModel) -> None:
         raise ValueError(f"export-llava supports {sorted(TOWERS)} towers, not {tower.tower.config.model_type!r}")
     if model.config.projector not in ("linear", "mlp2x_gelu"):
         raise ValueError(f"projector {model.config.projector!r} has no LLaVA equivalent")
+    if model.wants_geometry:
+        raise ValueError("this model reads face geometry (model.geometry.enabled), a second input stream LLaVA "
+                         "does not have")
     cap = getattr(model.language_model.config, "final_logit_softcapping", None)
     if cap:
         raise ValueError(f"the LLM caps its logits (final_logit_softcapping={cap}); LLaVA's LM head does not, so "

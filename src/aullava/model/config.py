@@ -117,7 +117,36 @@ class TuningConfig(_Part):
                 raise ValueError(f"tuning.{part} must be 'lora', 'full' or 'frozen', got {getattr(self, part)!r}")
 
 
-_PARTS = {"vision": VisionConfig, "llm": LLMConfig, "lora": LoRAConfig, "tuning": TuningConfig}
+@dataclass
+class GeometryConfig(_Part):
+    """The optional second stream of the face encoder (beyond the paper; off by default): the face's MediaPipe
+    geometry (`aullava.face_geometry`) through a small MLP into `num_tokens` tokens of `hidden_size`, and its own
+    projector into the LLM, placed right after the image tokens. `use_landmarks` / `use_blendshapes` choose which
+    part of the geometry it reads. Its weights are always trained in full (they are new)."""
+
+    enabled: bool = False
+    num_tokens: int = 4
+    hidden_size: int = 256
+    use_landmarks: bool = True
+    use_blendshapes: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("enabled", "use_landmarks", "use_blendshapes"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.geometry.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("num_tokens", "hidden_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model.geometry.{name} must be a whole number ≥ 1, got {value!r}")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"model.geometry.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.enabled and not (self.use_landmarks or self.use_blendshapes):
+            raise ValueError("model.geometry: enabled but reads nothing; set use_landmarks or use_blendshapes")
+
+
+_PARTS = {"vision": VisionConfig, "llm": LLMConfig, "lora": LoRAConfig, "tuning": TuningConfig,
+          "geometry": GeometryConfig}
 
 
 @dataclass
@@ -146,6 +175,8 @@ class AuLlavaConfig:
     # trained with `present_weight` > 1 says "present" too readily; the shift moves its probabilities back without
     # touching the answers, so a calibrated p(present) may fall below 0.5 on a face the answer calls present.
     probability_bias: dict[str, float] = field(default_factory=dict)
+    # the face's landmarks and blendshapes as extra tokens beside the image tokens (off: the paper's model)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
     model_type: str = "aullava"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -178,6 +209,8 @@ class AuLlavaConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["au_set"] = self.resolved_au_set().to_dict()
+        if not self.geometry.enabled:  # a model without the stream writes the config.json it always wrote
+            del data["geometry"]
         return data
 
     @classmethod

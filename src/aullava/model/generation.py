@@ -19,9 +19,10 @@ from aullava.model.decoding import AnswerConstraint, max_answer_tokens
 
 @torch.no_grad()
 def generate_answers(model, crops: torch.Tensor, formats: Sequence[AnswerFormat | str],
-                     au_sets: Sequence[AUSet] | None = None) -> list[str]:
+                     au_sets: Sequence[AUSet] | None = None, geometry: torch.Tensor | None = None) -> list[str]:
     """`crops` are uint8 (B, S, S, 3) aligned faces, one format (and optionally one AU set to ask; default the
-    model's) per row. `model` is an `AuLlavaModel`."""
+    model's) per row. `model` is an `AuLlavaModel`; one with the geometry stream also needs each row's face
+    `geometry` (B, FEATURE_SIZE)."""
     formats = [AnswerFormat.parse(f) for f in formats]
     au_sets = list(au_sets) if au_sets is not None else [model.au_set] * len(formats)
     groups: dict[tuple, list[int]] = {}
@@ -29,17 +30,18 @@ def generate_answers(model, crops: torch.Tensor, formats: Sequence[AnswerFormat 
         groups.setdefault((au_set.name, au_set.ids), []).append(row)
     texts: list[str] = [""] * len(formats)
     for rows in groups.values():
-        answers = _generate_with_shared_prefix(model, crops[rows], [formats[r] for r in rows], au_sets[rows[0]])
+        answers = _generate_with_shared_prefix(model, crops[rows], [formats[r] for r in rows], au_sets[rows[0]],
+                                               None if geometry is None else geometry[rows])
         for row, text in zip(rows, answers):
             texts[row] = text
     return texts
 
 
-def _generate_with_shared_prefix(model, crops: torch.Tensor, formats: list[AnswerFormat],
-                                 au_set: AUSet) -> list[str]:
+def _generate_with_shared_prefix(model, crops: torch.Tensor, formats: list[AnswerFormat], au_set: AUSet,
+                                 geometry: torch.Tensor | None = None) -> list[str]:
     processor = model.processor
     rows = len(formats)
-    state = model.start_answers(crops, processor.generation_inputs(formats, au_set))
+    state = model.start_answers(crops, processor.generation_inputs(formats, au_set), geometry)
     eos = processor.eos_token_id
     constraint = AnswerConstraint(processor.tokenizer, formats, len(au_set), eos)
     device = state.hidden.device

@@ -7,6 +7,7 @@ Checkpoint directory (what `save_pretrained` writes and `from_pretrained` reads)
 
     config.json                  AuLlavaConfig: parts, LoRA, AU set, prompt style, template version
     projector.safetensors        the fully trained projector
+    geometry.safetensors         only with `geometry.enabled`: the geometry encoder and its projector (full weights)
     adapter_config.json          peft LoRA config (encoder + LLM in one adapter)
     adapter_model.safetensors    peft LoRA weights
     base_model.safetensors       only for parts built from a config with random init (nothing pretrained to reload)
@@ -30,6 +31,7 @@ from torch import nn
 from aullava.model.config import AuLlavaConfig
 from aullava.model.checkpoint_files import CheckpointError, check_tensors, read_tensors
 from aullava.model.encoder import build_vision_encoder
+from aullava.model.geometry import GeometryEncoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
 from aullava.model.projector import build_projector
@@ -37,6 +39,8 @@ from aullava.model.prompts import TEMPLATE_VERSION
 
 CONFIG_NAME = "config.json"
 PROJECTOR_NAME = "projector.safetensors"
+GEOMETRY_NAME = "geometry.safetensors"
+GEOMETRY_PREFIXES = ("geometry_encoder.", "geometry_projector.")
 BASE_NAME = "base_model.safetensors"
 ADAPTER_NAME = "adapter_model.safetensors"
 
@@ -81,6 +85,11 @@ class AuLlavaModel(nn.Module):
         text_size = self.language_model.get_input_embeddings().embedding_dim
         self.projector = build_projector(config.projector, self.vision_encoder.hidden_size, text_size)
         self.num_image_tokens = self.vision_encoder.num_tokens
+        self.num_geometry_tokens = 0
+        if config.geometry.enabled:  # the optional second stream (model/geometry.py); absent, the paper's model
+            self.geometry_encoder = GeometryEncoder(config.geometry)
+            self.geometry_projector = build_projector(config.projector, config.geometry.hidden_size, text_size)
+            self.num_geometry_tokens = config.geometry.num_tokens
         for param in self.parameters():
             param.requires_grad = False
         self.lora_config = None
@@ -88,11 +97,24 @@ class AuLlavaModel(nn.Module):
             self._inject_lora()  # peft marks only the LoRA weights trainable ...
         for param in self.projector.parameters():
             param.requires_grad = True  # ... the projector is always trained in full ...
+        if self.wants_geometry:
+            self.geometry_encoder.requires_grad_(True)  # ... as is the geometry stream (new weights) ...
+            self.geometry_projector.requires_grad_(True)
         for part, module in (("vision", self.vision_encoder), ("llm", self.language_model)):
             if getattr(config.tuning, part) == "full":  # ... and so is any part tuned "full"
                 module.requires_grad_(True)
         self.processor = AuLlavaProcessor(self.tokenizer, self.au_set, config.prompt_style, self.num_image_tokens,
-                                          config.present_weight)
+                                          config.present_weight, num_geometry_tokens=self.num_geometry_tokens)
+
+    @property
+    def wants_geometry(self) -> bool:
+        """Whether this model reads each face's geometry (`aullava.face_geometry` vectors) beside its crop."""
+        return self.num_geometry_tokens > 0
+
+    @property
+    def num_face_tokens(self) -> int:
+        """LLM positions one face takes: its image tokens, then its geometry tokens (if any)."""
+        return self.num_image_tokens + self.num_geometry_tokens
 
     # ----- LoRA -----------------------------------------------------------------------------------------------
     def _inject_lora(self) -> None:
@@ -127,10 +149,25 @@ class AuLlavaModel(nn.Module):
         return [name for name, module in self.named_modules() if hasattr(module, "lora_A")]
 
     # ----- forward --------------------------------------------------------------------------------------------
-    def embed(self, images: torch.Tensor, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with the projected visual tokens written at the placeholder positions."""
-        pixel_values = self.vision_encoder.preprocess(images)
-        visual = self.projector(self.vision_encoder(pixel_values))  # (B, N, D)
+    def face_tokens(self, images: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """A face's tokens in the LLM's embedding space, (B, N + G, D): the projected visual tokens and, for a model
+        with the geometry stream, its projected geometry tokens after them."""
+        visual = self.projector(self.vision_encoder(self.vision_encoder.preprocess(images)))  # (B, N, D)
+        if not self.wants_geometry:
+            return visual
+        if geometry is None:
+            raise ValueError("this model reads face geometry (model.geometry.enabled): pass each face's geometry "
+                             "vector (aullava.face_geometry.geometry_features) with its crop")
+        geometry = geometry.to(visual.device)
+        if geometry.shape[0] != visual.shape[0]:
+            raise ValueError(f"{geometry.shape[0]} geometry vectors for {visual.shape[0]} face crops")
+        shapes = self.geometry_projector(self.geometry_encoder(geometry))  # (B, G, D)
+        return torch.cat([visual, shapes.to(visual.dtype)], dim=1)
+
+    def embed(self, images: torch.Tensor, input_ids: torch.Tensor, image_mask: torch.Tensor,
+              geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the face tokens (`face_tokens`) written at the placeholder positions."""
+        visual = self.face_tokens(images, geometry)
         embeds = self.language_model.get_input_embeddings()(input_ids)
         mask = image_mask.bool()
         if int(mask.sum()) != visual.shape[0] * visual.shape[1]:
@@ -141,15 +178,17 @@ class AuLlavaModel(nn.Module):
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 prefix_ids: torch.Tensor | None = None, label_weights: torch.Tensor | None = None,
-                num_items_in_batch: torch.Tensor | int | None = None) -> dict[str, torch.Tensor]:
+                num_items_in_batch: torch.Tensor | int | None = None,
+                geometry: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`prefix_ids` (1, P): a description shared by every row, stripped from `input_ids`. It is run once, without
         gradient, and its key/value cache repeated over the batch, which roughly halves the training cost on a CPU;
         the LoRA weights still shape the prefix in the forward pass, only their gradient through it is dropped.
         `label_weights` (B, L): per-token loss weights aligned with `labels` (see `present_weight`).
         `num_items_in_batch`: the sum of the answer-token weights (their count when unweighted) over the global
         batch, from `AuLlavaTrainer`; the loss is then this batch's share of the global weighted mean, which makes
-        2 processes × batch B train exactly like 1 process × batch 2B. Without it, the mean over this batch."""
-        embeds = self.embed(images, input_ids, image_mask)
+        2 processes × batch B train exactly like 1 process × batch 2B. Without it, the mean over this batch.
+        `geometry` (B, FEATURE_SIZE): each row's face geometry, for a model with the geometry stream."""
+        embeds = self.embed(images, input_ids, image_mask, geometry)
         decoder = self.language_model.get_decoder()
         cache, positions = None, None
         if prefix_ids is not None:
@@ -195,7 +234,8 @@ class AuLlavaModel(nn.Module):
         return vocabulary.to(self.language_model.device), index_of.to(self.language_model.device)
 
     # ----- answering (the steps `model.generation` runs) ------------------------------------------------------
-    def start_answers(self, images: torch.Tensor, inputs: dict[str, torch.Tensor]) -> "AnswerState":
+    def start_answers(self, images: torch.Tensor, inputs: dict[str, torch.Tensor],
+                      geometry: torch.Tensor | None = None) -> "AnswerState":
         """Runs the shared prefix once (its cache repeated over the rows), then each row's image tokens and question
         (`AuLlavaProcessor.generation_inputs`); the state holds the last hidden state and the cache."""
         device = self.device
@@ -203,7 +243,8 @@ class AuLlavaModel(nn.Module):
         cache = self.prefix_cache(inputs["prefix_ids"].to(device), rows)
         attention = inputs["attention_mask"].to(device)
         positions = inputs["position_ids"].to(device)
-        embeds = self.embed(images.to(device), inputs["input_ids"].to(device), inputs["image_mask"].to(device))
+        embeds = self.embed(images.to(device), inputs["input_ids"].to(device), inputs["image_mask"].to(device),
+                            geometry)
         decoder = self.language_model.get_decoder()
         hidden = decoder(
             inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True,
@@ -253,6 +294,8 @@ class AuLlavaModel(nn.Module):
         config = self.config.to_dict()
         save_file({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")},
                   str(out / PROJECTOR_NAME))
+        if self.wants_geometry:
+            save_file({k: v for k, v in state.items() if k.startswith(GEOMETRY_PREFIXES)}, str(out / GEOMETRY_NAME))
         if self.lora_config is not None:
             from peft import get_peft_model_state_dict
 
@@ -292,6 +335,9 @@ class AuLlavaModel(nn.Module):
     def expected_tensors(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Per checkpoint file, the tensor names and shapes a checkpoint of this model must hold."""
         expected = {PROJECTOR_NAME: {k: tuple(v.shape) for k, v in self.projector.state_dict().items()}}
+        if self.wants_geometry:
+            expected[GEOMETRY_NAME] = {k: tuple(v.shape) for k, v in self.state_dict().items()
+                                       if k.startswith(GEOMETRY_PREFIXES)}
         if self.lora_config is not None:
             from peft import get_peft_model_state_dict
 
@@ -321,6 +367,10 @@ class AuLlavaModel(nn.Module):
             if unexpected:
                 raise ValueError(f"{directory / BASE_NAME}: unexpected weights {unexpected[:5]}")
         self.projector.load_state_dict(files[PROJECTOR_NAME])
+        if GEOMETRY_NAME in files:
+            missing, unexpected = self.load_state_dict(files[GEOMETRY_NAME], strict=False)
+            if unexpected:
+                raise ValueError(f"{directory / GEOMETRY_NAME}: unexpected weights {unexpected[:5]}")
         if self.lora_config is not None:
             from peft import set_peft_model_state_dict
 
@@ -329,12 +379,12 @@ class AuLlavaModel(nn.Module):
                 raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
 
     def trainable_parameters(self) -> dict[str, int]:
-        counts = {"projector": 0, "lora_vision": 0, "lora_llm": 0}
+        counts = {"projector": 0, "lora_vision": 0, "lora_llm": 0, **({"geometry": 0} if self.wants_geometry else {})}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            key = "projector" if name.startswith("projector.") else (
-                "lora_vision" if name.startswith("vision_encoder.") else "lora_llm")
+            key = "projector" if name.startswith("projector.") else "geometry" if name.startswith(
+                GEOMETRY_PREFIXES) else ("lora_vision" if name.startswith("vision_encoder.") else "lora_llm")
             counts[key] += param.numel()
         return counts
 

@@ -185,27 +185,29 @@ class ParallelDecoder:
         return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix]
 
     @torch.no_grad()
-    def face_state(self, crops: torch.Tensor) -> KVState:
-        """Description + image tokens for each face (one row per face): the state the formats branch from."""
+    def face_state(self, crops: torch.Tensor, geometry: torch.Tensor | None = None) -> KVState:
+        """Description + face tokens (image, then geometry for a model with that stream) for each face (one row per
+        face): the state the formats branch from."""
         model = self.model
         self.encoder_calls += crops.shape[0]
         with self._autocast():
-            pixels = model.vision_encoder.preprocess(crops.to(self.device))
-            visual = model.projector(model.vision_encoder(pixels))
+            visual = model.face_tokens(crops.to(self.device), geometry)
         embeds = visual.to(model.language_model.get_input_embeddings().weight.dtype)
         return self._run(self.prefix_state(crops.shape[0]), len(self.prefix_ids), embeds=embeds)[1]
 
     # ----- decoding ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, crops: torch.Tensor, formats: Sequence[AnswerFormat | str] = ALL_FORMATS,
-               drafts: dict[AnswerFormat, list[np.ndarray]] | None = None) -> list[dict[AnswerFormat, Readout]]:
+               drafts: dict[AnswerFormat, list[np.ndarray]] | None = None,
+               geometry: torch.Tensor | None = None) -> list[dict[AnswerFormat, Readout]]:
         """Every format for every face of `crops` (uint8 (B, S, S, 3)); one dict format → Readout per face.
+        `geometry` (B, FEATURE_SIZE): the faces' geometry, for a model with the geometry stream.
 
         Formats are decoded in order; by default each draft is the answer already decoded for the previous format
         of the same face (converted by the format rules), the first all-absent."""
         formats = [AnswerFormat.parse(f) for f in formats]
-        faces = self.face_state(crops)
-        start = len(self.prefix_ids) + self.model.num_image_tokens
+        faces = self.face_state(crops, geometry)
+        start = len(self.prefix_ids) + self.model.num_face_tokens
         results: list[dict[AnswerFormat, Readout]] = [{} for _ in range(crops.shape[0])]
         previous: list[np.ndarray] | None = None
         for fmt in formats:

@@ -1,7 +1,10 @@
 """`AuLlavaProcessor`: the one place that lays out a sequence (transformers' processor pattern).
 
 One example is: description of the AU set (identical for every image, hence cached and shareable as a key/value
-cache) + image placeholders + format question + answer and EOS (training only). Training batches are right-padded
+cache) + image placeholders + format question + answer and EOS (training only). A model with the geometry stream
+(`model.geometry`) gets its geometry placeholders right after the image placeholders; `image_mask` marks both (the
+face's tokens, `AuLlavaModel.face_tokens`), and batches then carry each row's `geometry` vector. Without it the
+layout is exactly the paper's, token for token. Training batches are right-padded
 (`collate`), generation batches put the description aside and left-pad the rest so every answer starts in one
 column (`generation_inputs`). The model only ever sees the tensors built here.
 """
@@ -15,20 +18,27 @@ import torch
 
 from aullava.answer_format import AnswerFormat, serialize_answer
 from aullava.au_catalogue import AUSet
+from aullava.face_geometry import FEATURE_SIZE
 from aullava.model.decoding import answer_vocabulary
 from aullava.model.prompts import build_prompt
 
 
 class AuLlavaProcessor:
     def __init__(self, tokenizer, au_set: AUSet, prompt_style: str, num_image_tokens: int,
-                 present_weight: float = 1.0):
+                 present_weight: float = 1.0, num_geometry_tokens: int = 0):
         self.tokenizer = tokenizer
         self.au_set = au_set
         self.prompt_style = prompt_style
         self.num_image_tokens = num_image_tokens
+        self.num_geometry_tokens = num_geometry_tokens
         self.present_weight = float(present_weight)
         self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
         self._answer_vocab: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def num_face_tokens(self) -> int:
+        """Placeholders per face: image tokens, then geometry tokens."""
+        return self.num_image_tokens + self.num_geometry_tokens
 
     @property
     def image_token_id(self) -> int:
@@ -59,13 +69,14 @@ class AuLlavaProcessor:
 
     def encode_example(self, fmt: AnswerFormat | str, values=None, mask=None,
                        au_set: AUSet | None = None) -> dict[str, list[int]]:
-        """One sequence: prefix, image placeholders, question and, for training, the answer + EOS as labels.
+        """One sequence: prefix, face placeholders (image, then geometry), question and, for training, the answer +
+        EOS as labels.
 
         Answer tokens of AUs whose `mask` is False keep label -100 and their value is replaced by 0 in the input,
         so nothing about an unlabelled AU reaches the loss."""
         prefix, question = self.prompt_ids(fmt, au_set)
-        ids = prefix + [self.image_token_id] * self.num_image_tokens + question
-        image_mask = [0] * len(prefix) + [1] * self.num_image_tokens + [0] * len(question)
+        ids = prefix + [self.image_token_id] * self.num_face_tokens + question
+        image_mask = [0] * len(prefix) + [1] * self.num_face_tokens + [0] * len(question)
         labels = [-100] * len(ids)
         weights = [0.0] * len(ids)
         if values is not None:
@@ -87,7 +98,8 @@ class AuLlavaProcessor:
 
     def collate(self, features: list[dict[str, Any]], share_prefix: bool = False) -> dict[str, torch.Tensor]:
         """A right-padded training batch; labels only on answer tokens (prompt and image positions are -100).
-        Each feature: `image` (uint8 crop), `format`, `values`, optional `mask` and `au_set`.
+        Each feature: `image` (uint8 crop), `format`, `values`, optional `mask` and `au_set`; for a model with the
+        geometry stream also `geometry` (the face's `aullava.face_geometry` vector).
 
         `share_prefix`: when every row asks the same AU set, its description is sent once as `prefix_ids` and cut
         from the rows (see `AuLlavaModel.forward`)."""
@@ -115,16 +127,30 @@ class AuLlavaProcessor:
             if weighted:
                 batch["label_weights"][row, :n] = torch.tensor(example["label_weights"])
         batch["images"] = torch.from_numpy(np.stack([f["image"] for f in features]))
+        if self.num_geometry_tokens:
+            batch["geometry"] = self.geometry_batch([f.get("geometry") for f in features])
         if prefix:
             batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
         return batch
 
+    def geometry_batch(self, vectors: Sequence) -> torch.Tensor:
+        """Per-face geometry vectors → one float (B, FEATURE_SIZE) tensor; a face without one is an error (the
+        model would otherwise read zeros as a face shape)."""
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if missing:
+            raise ValueError(f"this model reads face geometry, but {len(missing)} of {len(vectors)} faces have none "
+                             f"(first: row {missing[0]}); build the crop cache with landmarks")
+        batch = torch.as_tensor(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
+        if batch.shape[1:] != (FEATURE_SIZE,):
+            raise ValueError(f"face geometry must be {FEATURE_SIZE} numbers per face, got shape {tuple(batch.shape)}")
+        return batch
+
     def generation_inputs(self, formats: Sequence[AnswerFormat], au_set: AUSet) -> dict[str, torch.Tensor]:
-        """The shared description (`prefix_ids`, 1 × P) and, per row, image placeholders + question, padded on the
+        """The shared description (`prefix_ids`, 1 × P) and, per row, face placeholders + question, padded on the
         left so every answer starts in one column; `positions` continue after the prefix."""
         prefix = self.prompt_ids(formats[0], au_set)[0]
         rows = len(formats)
-        tails = [[self.image_token_id] * self.num_image_tokens + self.prompt_ids(f, au_set)[1] for f in formats]
+        tails = [[self.image_token_id] * self.num_face_tokens + self.prompt_ids(f, au_set)[1] for f in formats]
         width = max(len(t) for t in tails)
         tail_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -132,7 +158,7 @@ class AuLlavaProcessor:
         for row, tail in enumerate(tails):
             tail_ids[row, width - len(tail):] = torch.tensor(tail)
             tail_mask[row, width - len(tail):] = 1
-            image_mask[row, width - len(tail):width - len(tail) + self.num_image_tokens] = 1
+            image_mask[row, width - len(tail):width - len(tail) + self.num_face_tokens] = 1
         attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1)
         positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix))
         return {"prefix_ids": torch.tensor([prefix]), "input_ids": tail_ids, "image_mask": image_mask,

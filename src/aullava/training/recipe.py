@@ -35,7 +35,7 @@ VISION_STAGE_KEYS = ("steps", "batch_size", "learning_rate", "freeze")
 # old spelling → new: read with a deprecation note (`warmup:` was easy to confuse with `training.warmup_steps`)
 RENAMED_SECTIONS = {"warmup": "vision_stage"}
 VISION_STAGE_DIR = "vision-warmup"  # where a run keeps the vision stage's result (name kept: runs resume from it)
-FREEZABLE = ("vision", "projector")
+FREEZABLE = ("vision", "projector", "geometry")  # geometry: the geometry stream (encoder and its projector)
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
@@ -122,7 +122,8 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     formats = data.get("formats", model.config.formats)
     model.config.formats = list(formats)
     base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
-                         cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1))
+                         cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1),
+                         geometry=model.wants_geometry)
     log.info("trainable parameters: %s", model.trainable_parameters())
     return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
                           data_collator=AuLlavaCollator(model, share_prefix=data.get("share_prefix", False)),
@@ -183,9 +184,11 @@ def freeze_parts(model: AuLlavaModel, parts: list[str]) -> None:
     unknown = set(parts) - set(FREEZABLE)
     if unknown:
         raise ValueError(f"vision_stage.freeze: unknown parts {sorted(unknown)}; expected some of {FREEZABLE}")
-    modules = {"vision": model.vision_encoder, "projector": model.projector}
+    modules = {"vision": [model.vision_encoder], "projector": [model.projector],
+               "geometry": [model.geometry_encoder, model.geometry_projector] if model.wants_geometry else []}
     for part in parts:
-        modules[part].requires_grad_(False)
+        for module in modules[part]:
+            module.requires_grad_(False)
     if parts:
         log.info("LLM stage: %s fixed; trainable parameters: %s", ", ".join(parts), model.trainable_parameters())
 

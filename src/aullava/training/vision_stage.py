@@ -8,6 +8,10 @@ through a throwaway linear AU head on the projected tokens, at ~0.05 s per image
 example. The LLM stage then starts from visual tokens that already carry the AU intensities, rescaled to the norm of
 the LLM's text embeddings (`match_embedding_scale`).
 
+A model with the geometry stream (`model.geometry`) warms it up in the same pass: the head reads the face's tokens
+(image, then geometry), so the geometry encoder and its projector learn the AUs before the LLM stage too, and are
+rescaled to the text embeddings' norm like the visual tokens.
+
 Loss: masked mean squared error on the continuous intensities (an AU a dataset does not label does not count).
 Samples whose datasets have no continuous labels are skipped; binary/discrete-only datasets (BP4D occurrence, say)
 are mapped to the continuous scale by their format's value → intensity rule.
@@ -64,8 +68,8 @@ def _intensity_targets(sample: dict[str, Any], au_set) -> tuple[np.ndarray, np.n
 
 
 class _IntensityView(Dataset):
-    def __init__(self, base: Dataset, au_set):
-        self.base, self.au_set = base, au_set
+    def __init__(self, base: Dataset, au_set, geometry: bool = False):
+        self.base, self.au_set, self.geometry = base, au_set, geometry
 
     def __len__(self) -> int:
         return len(self.base)
@@ -73,22 +77,29 @@ class _IntensityView(Dataset):
     def __getitem__(self, index: int):
         sample = self.base[index]
         values, mask = _intensity_targets(sample, self.au_set)
-        return torch.from_numpy(np.ascontiguousarray(sample["image"])), torch.from_numpy(values), torch.from_numpy(mask)
+        image = torch.from_numpy(np.ascontiguousarray(sample["image"]))
+        # a model without the geometry stream gets an empty vector (the default collate needs a tensor)
+        shape = torch.from_numpy(np.asarray(sample["geometry"], dtype=np.float32)) if self.geometry else torch.zeros(0)
+        return image, shape, torch.from_numpy(values), torch.from_numpy(mask)
 
 
 def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, learning_rate: float = 1e-3,
                    seed: int = 0, log_every: int = 20) -> tuple[list[float], AUHead]:
     """Trains the model's trainable vision-side weights (encoder LoRA or full, projector) for `steps` batches
-    through an `AUHead`; the LLM is not run. Returns the per-step losses and the head (for diagnostics)."""
+    and the geometry stream (if the model has one) through an `AUHead`; the LLM is not run. Returns the per-step
+    losses and the head (for diagnostics)."""
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(_IntensityView(dataset, model.au_set), batch_size=batch_size, shuffle=True,
+    geometry = bool(getattr(model, "wants_geometry", False))
+    loader = DataLoader(_IntensityView(dataset, model.au_set, geometry), batch_size=batch_size, shuffle=True,
                         drop_last=True, generator=generator)
     if len(loader) == 0:
         raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
                          f"the dataset has {len(dataset)}")
     text_size = model.language_model.get_input_embeddings().embedding_dim
-    head = AUHead(model.processor.num_image_tokens, text_size, len(model.au_set))
+    head = AUHead(model.processor.num_face_tokens, text_size, len(model.au_set))
     params = [p for p in model.vision_encoder.parameters() if p.requires_grad] + list(model.projector.parameters())
+    if geometry:
+        params += list(model.geometry_encoder.parameters()) + list(model.geometry_projector.parameters())
     optimizer = torch.optim.AdamW([{"params": params}, {"params": head.parameters()}], lr=learning_rate,
                                   weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -99,8 +110,8 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
 
     bar = tqdm(total=steps, desc="vision warm-up", unit="step")
     while len(losses) < steps:
-        for images, targets, mask in loader:
-            visual = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images)))
+        for images, shapes, targets, mask in loader:
+            visual = model.face_tokens(images, shapes if geometry else None)
             error = (head(visual) - targets) ** 2 * mask
             loss = error.sum() / mask.sum().clamp(min=1)
             optimizer.zero_grad()
@@ -118,23 +129,31 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
     model.vision_encoder.eval()
     with torch.no_grad():
         match_embedding_scale(model, images)
+        if geometry:
+            match_embedding_scale(model, images, shapes)
     return losses, head
 
 
 @torch.no_grad()
-def match_embedding_scale(model, images: torch.Tensor) -> float:
+def match_embedding_scale(model, images: torch.Tensor, geometry: torch.Tensor | None = None) -> float:
     """Rescales the projector's last linear layer so visual tokens have the mean norm of the LLM's text embeddings
     (Gemma's are ~26 after its sqrt(d) scaling) and returns the factor. The AU head is blind to scale, so after the
     warm-up the tokens are ~40× smaller than text: in the residual stream their image-dependent part then drowns,
     and the LLM stage learns a constant bias instead of reading the image (measured: at LLM step 400 the spread
-    of the tokens across images was 10 % of their norm and the first answer value was the same for every face)."""
+    of the tokens across images was 10 % of their norm and the first answer value was the same for every face).
+    With `geometry` (the faces' geometry vectors), the geometry projector is rescaled instead, by the same rule."""
     prefix, question = model.processor.prompt_ids("binary")
     text = model.language_model.get_input_embeddings()(torch.tensor([prefix + question]))
-    visual = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images)))
-    factor = float(text.norm(dim=-1).mean() / visual.norm(dim=-1).mean().clamp(min=1e-6))
-    last = [m for m in model.projector.modules() if isinstance(m, nn.Linear)][-1]
+    if geometry is None:
+        tokens, projector = model.projector(model.vision_encoder(model.vision_encoder.preprocess(images))), \
+            model.projector
+    else:
+        tokens, projector = model.geometry_projector(model.geometry_encoder(geometry)), model.geometry_projector
+    factor = float(text.norm(dim=-1).mean() / tokens.norm(dim=-1).mean().clamp(min=1e-6))
+    last = [m for m in projector.modules() if isinstance(m, nn.Linear)][-1]
     last.weight.mul_(factor)
     if last.bias is not None:
         last.bias.mul_(factor)
-    log.info("vision warm-up: visual tokens scaled by %.2f to the text embeddings' norm", factor)
+    log.info("vision warm-up: %s tokens scaled by %.2f to the text embeddings' norm",
+             "visual" if geometry is None else "geometry", factor)
     return factor
