@@ -122,11 +122,11 @@ def main() -> None:
     identical, total = 0, 0
     print(f"\n{'sequential (before)':20s} {'faces/s':>8s} {'parallel ×':>10s}")
     for label, formats in [(f.value, [f]) for f in ALL_FORMATS] + [("all three", list(ALL_FORMATS))]:
-        faces = [(FaceResult(face=0, box=(0, 0, 0, 0), au_ids=au_ids), crop) for crop in crops]
+        faces = [(FaceResult(face=0, box=(0, 0, 0, 0), au_ids=au_ids), crop, None) for crop in crops]  # no geometry stream
         _, seconds = timed(lambda: predictor._read_sequential(faces, formats, len(au_ids)))
         print(f"{label:20s} {n / seconds:8.2f} {rows[label][0] / (n / seconds):10.1f}")
         if label == "all three":
-            for i, (face, _) in enumerate(faces):
+            for i, (face, _, _) in enumerate(faces):
                 for f in formats:
                     total += 1
                     identical += face.texts[f.value] == answers[(i, f)]
