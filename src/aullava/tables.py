@@ -28,6 +28,7 @@ import pandas as pd
 
 from aullava.answer_format import AnswerFormat
 from aullava.au_catalogue import AUSet
+from aullava.face_geometry import BLENDSHAPE_NAMES, NUM_LANDMARKS
 
 ID_COLUMNS = ("file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
               "pose_pitch", "pose_yaw", "pose_roll")
@@ -38,14 +39,10 @@ CHUNK_ROWS = 4096  # rows per Parquet row group when a journal is converted
 
 
 def blendshape_columns() -> list[str]:
-    from aullava.faces.detector import BLENDSHAPE_NAMES
-
     return [f"bs_{name}" for name in BLENDSHAPE_NAMES]
 
 
 def landmark_columns() -> list[str]:
-    from aullava.faces.detector import NUM_LANDMARKS
-
     return [f"{axis}_{i}" for axis in "xyz" for i in range(NUM_LANDMARKS)]
 
 
