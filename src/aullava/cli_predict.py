@@ -5,34 +5,14 @@ table is written as it is produced (`aullava.tables.TableWriter`), so `--resume`
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
 
 from aullava.cli_checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, check_device, check_model_dir,
-                                check_output_folder, check_output_table, positive_int, write_table)
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+                                check_output_folder, check_output_table, positive_int, positive_number, seconds,
+                                write_table)
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
