@@ -80,3 +80,16 @@ def detector():
 
     with FaceDetector() as det:
         yield det
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
+    """A saved tiny random model over the default AU set, for the command-line, video and server tests."""
+    import torch
+
+    from aullava.model.modeling import AuLlavaModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_ckpt")
+    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
+    return directory

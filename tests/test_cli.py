@@ -7,22 +7,11 @@ from importlib.resources import files
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from aullava.cli import build_parser, main
-from aullava.model.modeling import AuLlavaModel
-from conftest import tiny_model_config
 
 EXAMPLE = str(files("aullava").joinpath("resources", "examples", "astronaut.png"))
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_ckpt")
-    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
-    return directory
 
 
 @pytest.mark.parametrize("command", [[], ["predict"], ["merge-shards"], ["train"], ["eval"], ["synth"], ["teacher"],

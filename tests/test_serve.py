@@ -18,11 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from aullava.cli import main
-from aullava.model.modeling import AuLlavaModel
-from conftest import tiny_model_config
 
 EXAMPLE = Path(str(files("aullava").joinpath("resources", "examples", "astronaut.png")))
 LIMIT_MB = 1.0  # the tiny server's upload limit: the example face (0.8 MB) fits, 1.5 MB does not
@@ -97,14 +94,6 @@ def post(url: str, name: str | None = None, data: bytes = b"", fields: dict | No
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_ckpt")
-    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from aullava.cli import main
 from aullava.faces.images import InputError
 from aullava.faces.tracking import FaceTracker
 from aullava.faces.video_frames import FrameSelection, iter_video_frames, probe_video
-from aullava.model.modeling import AuLlavaModel
 from aullava.tables import read_table
-from conftest import tiny_model_config
 
 EXAMPLE = Path(str(files("aullava").joinpath("resources", "examples", "astronaut.png")))
 W, H, FRAMES, RATE, ENTERS = 288, 224, 60, 10, 30  # the second face is there from frame ENTERS on
@@ -64,14 +61,6 @@ def write_video(path: Path, frames, rate: int = RATE, codec: str = "libx264") ->
 def clip(tmp_path_factory) -> Path:
     head = _head()
     return write_video(tmp_path_factory.mktemp("video") / "two faces.mp4", [scene(i, head) for i in range(FRAMES)])
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_ckpt")
-    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
