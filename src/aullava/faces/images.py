@@ -59,6 +59,17 @@ class InputError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
+def require_readable_file(path: Path, kind: str) -> None:
+    """The checks a decoder's own error would blur (it only says it cannot open the file), each an InputError:
+    missing, a directory, unreadable. `kind` names what was expected ("video")."""
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, f"is a directory, not a {kind} file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot read file (permission denied)")
+
+
 def _reason(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aullava.faces.images import InputError
+from aullava.faces.images import InputError, require_readable_file
 
 SEEK_GAP = 120
 """Forward jumps longer than this many frames are done by seeking; shorter ones by decoding and discarding frames,
@@ -53,12 +53,7 @@ def _backend() -> int:
 
 def _open(path: Path) -> cv2.VideoCapture:
     """An opened capture, or an InputError that says why not (checked first: OpenCV only returns False)."""
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a video file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "cannot read file (permission denied)")
+    require_readable_file(path, "video")
     cap = cv2.VideoCapture(str(path), _backend())
     if not cap.isOpened():
         cap.release()

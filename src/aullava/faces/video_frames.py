@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aullava.faces.images import InputError
+from aullava.faces.images import InputError, require_readable_file
 
 TIME_EPSILON = 1e-6  # seconds: timestamps are exact fractions; this absorbs float rounding at --start/--end/--fps
 
@@ -94,12 +94,7 @@ def _open(path: Path):
     """An open container and its first video stream, or an InputError saying why not."""
     import av
 
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a video file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "cannot read file (permission denied)")
+    require_readable_file(path, "video")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file")
     try:
