@@ -177,6 +177,15 @@ def _columns(args, au_set, formats):
                          landmarks=args.landmarks)
 
 
+def _table(results, au_set, formats, args):
+    """The predict table of `results` with the columns `_columns` names (predict reads out in parallel, so the
+    probabilities are there)."""
+    from aullava.inference import to_dataframe
+
+    return to_dataframe(results, au_set, formats, probabilities=True, blendshapes=args.blendshapes,
+                        landmarks=args.landmarks)
+
+
 def _resumed(args, out: Path, out_format: str, formats) -> dict:
     """What the table already holds (see `aullava.tables.resume_rows`); checked before the model loads. The AU
     set comes from the model's config.json without loading the model."""
@@ -203,7 +212,6 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
     """One process: each chunk of results is written (table, overlays) as soon as it is read out."""
     from tqdm.auto import tqdm
 
-    from aullava.inference import to_dataframe
     from aullava.tables import TableWriter
 
     au_set = predictor.model.au_set
@@ -219,8 +227,7 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
         for part in predictor.iter_predict(sources, formats, selection=selection, progress=not args.quiet,
                                            chunk=args.chunk, done=done, keep_images=overlay is not None):
             if writer is not None:
-                writer.write(to_dataframe(part, au_set, formats, probabilities=True, blendshapes=args.blendshapes,
-                                          landmarks=args.landmarks))
+                writer.write(_table(part, au_set, formats, args))
             if overlay is not None:
                 overlay.add(part)
             for result in part:
@@ -254,10 +261,7 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
 
 
 def _write_table(results, au_set, formats, out: Path, out_format: str, args) -> None:
-    from aullava.inference import to_dataframe
-
-    table = to_dataframe(results, au_set, formats, probabilities=True, blendshapes=args.blendshapes,
-                         landmarks=args.landmarks)  # predict reads out in parallel
+    table = _table(results, au_set, formats, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, str(out), out_format)
     print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
@@ -267,11 +271,9 @@ def _write_shard(results, au_set, formats, out: Path, info, group, args) -> None
     """`--out DIR/` under several processes: each writes DIR/part-RRRRR-of-WWWWW.csv, and rank 0 joins them into
     DIR/predictions.csv when it can see them all (a shared file system), else says how."""
     from aullava.distributed import MERGED_NAME, merge_shards, shard_name
-    from aullava.inference import to_dataframe
 
     out.mkdir(parents=True, exist_ok=True)
-    to_dataframe(results, au_set, formats, probabilities=True, blendshapes=args.blendshapes,
-                 landmarks=args.landmarks).to_csv(out / shard_name(info), index=False)
+    _table(results, au_set, formats, args).to_csv(out / shard_name(info), index=False)
     group.barrier()
     if not info.is_main:
         return
