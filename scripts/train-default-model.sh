@@ -26,6 +26,7 @@ $A eval --data runs/eval-synth-test.yaml --model runs/default-model --limit 150 
 $A eval --data runs/eval-teacher-test.yaml --model runs/default-model --limit 150 --baseline mediapipe-raw \
   --formats binary continuous --out runs/report-real
 mkdir -p src/aullava/resources/default_model
-cp runs/default-model/{config.json,projector.safetensors,adapter_config.json,adapter_model.safetensors} \
+rm -f src/aullava/resources/default_model/*
+cp runs/default-model/{config.json,projector.safetensors,geometry.safetensors,adapter_config.json,adapter_model.safetensors} \
   src/aullava/resources/default_model/
 echo "packaged runs/default-model into src/aullava/resources/default_model"

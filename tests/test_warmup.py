@@ -3,6 +3,8 @@ does it once (a restart reloads it)."""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict
 
 import numpy as np
@@ -88,3 +90,55 @@ def test_frozen_parts_keep_their_warm_up_weights(char_tokenizer_dir, tmp_path):
             assert moved == key.startswith("language_model."), key
     with pytest.raises(ValueError, match="unknown parts"):
         train({**recipe, "vision_stage": {**recipe["vision_stage"], "freeze": ["llm"]}}, resume=False)
+
+
+class _KilledAfter(torch.utils.data.Dataset):
+    """A dataset that 'kills the run' (raises KeyboardInterrupt) after `limit` samples, and counts what it served."""
+
+    def __init__(self, base, limit: int | None = None):
+        self.base, self.limit, self.served = base, limit, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        if self.limit is not None and self.served >= self.limit:
+            raise KeyboardInterrupt
+        self.served += 1
+        return self.base[index]
+
+
+def test_a_killed_warm_up_resumes_from_its_saved_progress(char_tokenizer_dir, tmp_path, caplog):
+    config = tiny_model_config(char_tokenizer_dir, vision="clip", au_set=AUS)
+    data = PatternFaces(len(AUS), num_samples=64, image_size=224, seed=0)
+    progress = tmp_path / "vision-warmup-progress"
+
+    torch.manual_seed(0)
+    model = AuLlavaModel(config)
+    with pytest.raises(KeyboardInterrupt):  # killed in step 6, after the progress of step 4 was saved
+        warm_up_vision(model, _KilledAfter(data, limit=5 * 8 + 3), steps=8, batch_size=8, progress_dir=progress,
+                       save_every=4)
+    saved = json.loads((progress / "progress.json").read_text())
+    assert saved["step"] == 4 and len(saved["losses"]) == 4
+
+    torch.manual_seed(1)  # a different start: what it resumes from must come from the saved progress
+    resumed = AuLlavaModel(config)
+    counting = _KilledAfter(data)
+    with caplog.at_level(logging.WARNING):
+        losses, _ = warm_up_vision(resumed, counting, steps=8, batch_size=8, progress_dir=progress, save_every=4)
+    assert "resuming at step 4 of 8" in caplog.text
+    assert len(losses) == 8 and losses[:4] == saved["losses"]
+    assert counting.served == 4 * 8  # only the remaining 4 steps were trained
+
+
+def test_damaged_warm_up_progress_is_ignored_with_a_warning(char_tokenizer_dir, tmp_path, caplog):
+    config = tiny_model_config(char_tokenizer_dir, vision="clip", au_set=AUS)
+    data = PatternFaces(len(AUS), num_samples=32, image_size=224, seed=0)
+    progress = tmp_path / "vision-warmup-progress"
+    warm_up_vision(AuLlavaModel(config), data, steps=3, batch_size=8, progress_dir=progress, save_every=2)
+    (progress / "au_head.safetensors").write_bytes(b"truncated")
+    counting = _KilledAfter(data)
+    with caplog.at_level(logging.WARNING):
+        losses, _ = warm_up_vision(AuLlavaModel(config), counting, steps=3, batch_size=8, progress_dir=progress)
+    assert "ignoring damaged progress" in caplog.text
+    assert len(losses) == 3 and counting.served == 3 * 8

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +205,17 @@ def _vision_stage(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path
         return
     from aullava.training.vision_stage import warm_up_vision
 
+    progress = directory.with_name(directory.name + "-progress")
     losses, _ = warm_up_vision(model, trainer.train_dataset.base, steps=int(spec["steps"]),
                                batch_size=int(spec.get("batch_size", 32)),
                                learning_rate=float(spec.get("learning_rate", 1e-3)),
-                               seed=int(trainer.args.seed))
+                               seed=int(trainer.args.seed), progress_dir=progress,
+                               save=trainer.args.should_save)
     log.info("vision stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
     if trainer.args.should_save:  # every rank runs it (same seed; DDP then syncs from rank 0); one writes
-        model.save_pretrained(directory)
+        fresh = directory.with_name(directory.name + ".tmp")  # renamed into place whole: 'config exists' = done
+        shutil.rmtree(fresh, ignore_errors=True)
+        model.save_pretrained(fresh)
+        shutil.rmtree(directory, ignore_errors=True)  # an incomplete folder from an older, non-atomic save
+        os.replace(fresh, directory)
+        shutil.rmtree(progress, ignore_errors=True)

@@ -12,6 +12,10 @@ A model with the geometry stream (`model.geometry`) warms it up in the same pass
 (image, then geometry), so the geometry encoder and its projector learn the AUs before the LLM stage too, and are
 rescaled to the text embeddings' norm like the visual tokens.
 
+A killed warm-up resumes: every `save_every` steps the trainable weights, the AU head, the optimizer and the
+schedule are written to a progress folder (a whole folder renamed into place, so a kill leaves the previous one
+intact), and the next run continues from that step with a fresh shuffle of the data.
+
 Loss: masked mean squared error on the continuous intensities (an AU a dataset does not label does not count).
 Samples whose datasets have no continuous labels are skipped; binary/discrete-only datasets (BP4D occurrence, say)
 are mapped to the continuous scale by their format's value → intensity rule.
@@ -19,13 +23,19 @@ are mapped to the continuous scale by their format's value → intensity rule.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from aullava.answer_format import AnswerFormat
@@ -84,17 +94,13 @@ class _IntensityView(Dataset):
 
 
 def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, learning_rate: float = 1e-3,
-                   seed: int = 0, log_every: int = 20) -> tuple[list[float], AUHead]:
+                   seed: int = 0, log_every: int = 20, progress_dir: str | Path | None = None,
+                   save_every: int = 100, save: bool = True) -> tuple[list[float], AUHead]:
     """Trains the model's trainable vision-side weights (encoder LoRA or full, projector) for `steps` batches
     and the geometry stream (if the model has one) through an `AUHead`; the LLM is not run. Returns the per-step
-    losses and the head (for diagnostics)."""
-    generator = torch.Generator().manual_seed(seed)
+    losses and the head (for diagnostics). With `progress_dir`, resumes from the progress saved there and saves
+    progress every `save_every` steps (only where `save`: one rank of a distributed run writes)."""
     geometry = bool(getattr(model, "wants_geometry", False))
-    loader = DataLoader(_IntensityView(dataset, model.au_set, geometry), batch_size=batch_size, shuffle=True,
-                        drop_last=True, generator=generator)
-    if len(loader) == 0:
-        raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
-                         f"the dataset has {len(dataset)}")
     text_size = model.language_model.get_input_embeddings().embedding_dim
     head = AUHead(model.processor.num_face_tokens, text_size, len(model.au_set))
     params = [p for p in model.vision_encoder.parameters() if p.requires_grad] + list(model.projector.parameters())
@@ -104,11 +110,20 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
                                   weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    progress_dir = Path(progress_dir) if progress_dir is not None else None
+    losses: list[float] = _load_progress(progress_dir, model, head, optimizer, schedule, steps) \
+        if progress_dir is not None else []
+    # a resumed run reshuffles from a seed of its own: the same order again would repeat the first batches
+    generator = torch.Generator().manual_seed(seed if not losses else seed * 1_000_003 + len(losses))
+    loader = DataLoader(_IntensityView(dataset, model.au_set, geometry), batch_size=batch_size, shuffle=True,
+                        drop_last=True, generator=generator)
+    if len(loader) == 0:
+        raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
+                         f"the dataset has {len(dataset)}")
     model.vision_encoder.train()
-    losses: list[float] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc="vision warm-up", unit="step")
+    bar = tqdm(total=steps, initial=len(losses), desc="vision warm-up", unit="step")
     while len(losses) < steps:
         for images, shapes, targets, mask in loader:
             visual = model.face_tokens(images, shapes if geometry else None)
@@ -123,6 +138,8 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
             if len(losses) % log_every == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
                 log.info("vision warm-up step %d: loss %.4f", len(losses), np.mean(losses[-log_every:]))
+            if progress_dir is not None and save and len(losses) % save_every == 0 and len(losses) < steps:
+                _save_progress(progress_dir, model, head, optimizer, schedule, losses)
             if len(losses) >= steps:
                 break
     bar.close()
@@ -132,6 +149,48 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
         if geometry:
             match_embedding_scale(model, images, shapes)
     return losses, head
+
+
+PROGRESS_FILES = ("au_head.safetensors", "optimizer.pt", "progress.json")
+
+
+def _save_progress(directory: Path, model, head: AUHead, optimizer, schedule, losses: list[float]) -> None:
+    """Writes the warm-up's state into a fresh folder, then swaps it for the previous one."""
+    fresh, previous = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    model.save_pretrained(fresh)
+    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(fresh / PROGRESS_FILES[0]))
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, fresh / PROGRESS_FILES[1])
+    (fresh / PROGRESS_FILES[2]).write_text(json.dumps({"step": len(losses), "losses": losses}))
+    shutil.rmtree(previous, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, previous)
+    os.replace(fresh, directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _load_progress(directory: Path, model, head: AUHead, optimizer, schedule, steps: int) -> list[float]:
+    """The losses so far, with the weights and optimizer restored, from `directory` (or the copy a kill between
+    the two renames of `_save_progress` left as `.old`); [] if there is no complete progress to resume."""
+    from aullava.model.checkpoint_files import CheckpointError
+
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if not all((candidate / name).is_file() for name in PROGRESS_FILES):
+            continue
+        try:
+            progress = json.loads((candidate / PROGRESS_FILES[2]).read_text())
+            model.load_trainable(candidate)
+            head.load_state_dict(load_file(str(candidate / PROGRESS_FILES[0])))
+            state = torch.load(candidate / PROGRESS_FILES[1], weights_only=True)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        except (CheckpointError, SafetensorError, ValueError, KeyError, RuntimeError, OSError) as err:
+            log.warning("vision warm-up: ignoring damaged progress in %s (%s)", candidate, err)
+            continue
+        losses = [float(x) for x in progress["losses"]][:steps]
+        log.warning("vision warm-up: resuming at step %d of %d from %s", len(losses), steps, candidate)
+        return losses
+    return []
 
 
 @torch.no_grad()
