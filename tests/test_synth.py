@@ -249,3 +249,112 @@ def test_run_synth_split_resume_and_skips(tmp_path, astronaut_path, monkeypatch)
     assert reasons["a.png"].startswith("not neutral: mouthSmile")
     assert reasons["broken.jpg"].startswith("unreadable")
     assert _read(out2 / "train.csv") == [] and _read(out2 / "held_out.csv") == []
+
+
+# ------------------------------------------------------------------------------------------ the mouth interior
+
+
+def _inner_lip(cx: float, cy: float, width: float, gap: float) -> np.ndarray:
+    """`mouth.INNER_LIP` points of a lens-shaped opening: upper edge corner to corner, then the lower edge back."""
+    upper = [(cx - width / 2 + width * t, cy - gap / 2 * np.sin(np.pi * t)) for t in np.arange(11) / 10]
+    lower = [(cx - width / 2 + width * t, cy + gap / 2 * np.sin(np.pi * t)) for t in np.arange(9, 0, -1) / 10]
+    return np.array(upper + lower)
+
+
+def test_mouth_opening_is_the_lip_gap_over_the_mouth_width():
+    from aullava.synth.mouth import mouth_opening
+
+    assert mouth_opening(_inner_lip(50, 50, 60, 0.0)) == pytest.approx(0.0)
+    open_ = mouth_opening(_inner_lip(50, 50, 60, 18.0))
+    assert 0.2 < open_ < 0.3  # the gap is 0.3 × the width at the middle, less towards the corners
+    assert mouth_opening(_inner_lip(90, 20, 120, 36.0)) == pytest.approx(open_)  # scale- and place-free
+
+
+def test_paint_mouth_fills_only_the_opening_with_the_donor_matched_to_the_lips():
+    from aullava.synth.mouth import MouthDonor, paint_mouth
+
+    # donor: grey lips (100) around a black cavity with a white band of teeth under the upper lip
+    donor_image = np.full((80, 140, 3), 100, np.uint8)
+    donor_points = _inner_lip(70, 40, 100, 40.0)
+    cv2 = pytest.importorskip("cv2")
+    cavity = np.zeros((80, 140), np.uint8)
+    cv2.fillPoly(cavity, [np.round(donor_points).astype(np.int32)], 1)
+    donor_image[cavity > 0] = 10
+    donor_image[(cavity > 0) & (np.arange(80)[:, None] < 32)] = 90  # teeth, darker than the lips
+    donor = MouthDonor(donor_image, donor_points, 0.35)
+
+    image = np.full((120, 160, 3), 200, np.uint8)  # a bright face: lips at 200, twice the donor's
+    target = _inner_lip(80, 60, 60, 18.0)
+    out = paint_mouth(image, target, donor)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert out[60, 80].max() < 60  # the centre of the opening is dark now
+    teeth = out[int(60 - 18 / 2 * 0.8) + 1, 80]
+    assert 120 < teeth.mean() < 200  # teeth at the donor's 90, scaled by the lips' gain (2) towards 180
+    inside = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(target).astype(np.int32)], 1)
+    grown = cv2.dilate(inside, np.ones((3, 3), np.uint8), iterations=2)
+    assert np.array_equal(out[grown == 0], image[grown == 0])  # the lips and the face are untouched
+    # a mouth the warp left closed (a line) is not painted
+    assert paint_mouth(image, _inner_lip(80, 60, 60, 1.0), donor) is image
+
+
+def test_mouth_bank_picks_a_donor_of_the_same_side_and_a_similar_opening():
+    from aullava.synth.mouth import MouthBank, MouthDonor
+
+    blank = np.zeros((4, 4, 3), np.uint8)
+    donors = [MouthDonor(blank, np.zeros((20, 2)), o, source=str(o)) for o in (0.2, 0.3, 0.5, 0.6)]
+    bank = MouthBank(donors, [False, False, True, True])
+    rng = np.random.default_rng(0)
+    assert bank.pick(rng, 0.55, held_out=True).opening in (0.5, 0.6)
+    assert bank.pick(rng, 0.55, held_out=False).opening == 0.3  # the held-out donors never serve training warps
+    assert bank.pick(rng, 0.19, held_out=False).opening == 0.2
+    assert MouthBank(donors[:2], [False, False]).pick(rng, 0.3, held_out=True) is None
+
+
+def test_run_synth_mouth_interior_changes_open_mouths_only_and_keeps_the_labels(tmp_path, astronaut_path,
+                                                                              monkeypatch):
+    from PIL import Image
+
+    from aullava.faces.detector import FaceDetector
+    from aullava.synth import mouth
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(astronaut_path, photos / f"{name}.png")
+    (photos / "index.csv").write_text("image,identity\na.png,A\nb.png,B\nc.png,C\n")
+    options = dict(per_image=4, held_out=0.34, seed=1, gain=2.5, neutral_thresholds=None, progress=False)
+    run_synth(photos / "index.csv", tmp_path / "plain", **options)
+    monkeypatch.setattr(mouth, "MIN_DONOR_OPENING", 0.1)  # the astronaut's smile shows her teeth at 0.15
+    summary = run_synth(photos / "index.csv", tmp_path / "mouth", mouth_interior=True, **options)
+    assert summary["images_written"] == 12
+    for name in ("train.csv", "held_out.csv"):  # same images listed, same labels
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "mouth" / name).read_bytes()
+    bank = _read(tmp_path / "mouth" / "mouths.csv")
+    held = {r["subject"] for r in _read(tmp_path / "mouth" / "held_out.csv")}
+    assert sorted(r["source"] for r in bank) == ["a.png", "b.png", "c.png"]
+    assert {r["source"] for r in bank if r["held_out"] == "1"} == {f"{s.lower()}.png" for s in held}
+
+    changed, same = 0, 0
+    for row in _read(tmp_path / "mouth" / "train.csv") + _read(tmp_path / "mouth" / "held_out.csv"):
+        before = np.asarray(Image.open(tmp_path / "plain" / row["image"]), dtype=np.int16)
+        after = np.asarray(Image.open(tmp_path / "mouth" / row["image"]), dtype=np.int16)
+        diff = np.abs(after - before).max(axis=2) > 8
+        if float(row["AU26"]) >= 0.5:  # a dropped jaw: the opening now shows a mouth interior
+            assert diff.sum() > 30
+            ys, xs = np.nonzero(diff)
+            assert ys.min() > 0.55 * 224 and 0.25 * 224 < xs.mean() < 0.75 * 224  # only around the mouth
+            changed += 1
+        elif float(row["AU25"]) == 0 and float(row["AU26"]) == 0:  # lips not parted: the very same image
+            assert not diff.any()
+            same += 1
+    assert changed == 3 and same >= 5  # seed 1: a.png samples 1 and 2, c.png sample 3 drop the jaw
+
+    def fail(*_args, **_kw):
+        raise AssertionError("a finished set must not detect faces again")
+
+    monkeypatch.setattr(FaceDetector, "detect", fail)
+    again = run_synth(photos / "index.csv", tmp_path / "mouth", mouth_interior=True, **options)
+    assert again["images_reused"] == 12
+    with pytest.raises(ValueError, match="mouth_interior"):
+        run_synth(photos / "index.csv", tmp_path / "mouth", **options)

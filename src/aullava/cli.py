@@ -167,7 +167,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     summary = run_synth(args.index, args.out, per_image=args.per_image, held_out=args.held_out, seed=args.seed,
                         limit=args.limit, crop_size=args.crop_size, workers=args.workers, progress=not args.quiet,
-                        au_ids=args.au_set, gain=args.gain, log=lambda line: print(line, file=sys.stderr))
+                        au_ids=args.au_set, gain=args.gain, mouth_interior=args.mouth_interior,
+                        log=lambda line: print(line, file=sys.stderr))
     print(f"{summary['images_written'] + summary['images_reused']} images from {summary['photos_used']} of "
           f"{summary['photos']} photos ({summary['photos_skipped']} skipped, see {Path(args.out) / 'skipped.csv'}); "
           f"train {summary['train_images']} images / {summary['train_identities']} identities, held-out "
@@ -292,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--gain", type=float, default=1.0,
                        help="displacement scale: an AU at intensity x moves the mesh by gain × the AU→mesh model's "
                             "displacement at x (1 = py-feat's model as fitted)")
+    synth.add_argument("--mouth-interior", action="store_true",
+                       help="warps that part the lips get a real mouth interior (teeth, darkness) taken from the "
+                            "index's open-mouth photos; labels are unchanged (docs/synth-mouth-interior.png)")
     synth.add_argument("--workers", type=positive_int, default=1)
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)

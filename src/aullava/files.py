@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -21,3 +24,12 @@ def atomic_write(path: Path, data: bytes, temp_dir: Path | None = None) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:
+    """`atomic_write` of a CSV file: a header line, then the rows."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(Path(path), text.getvalue().encode("utf-8"))

@@ -13,7 +13,7 @@ Pipeline (one synthetic image):
 3. **warp**: `aullava.synth.warp` (piecewise-affine warp of the face region).
 
 Known limits: opening the mouth (AU25/26) stretches the lips' skin over the gap — no teeth, no dark mouth
-interior; wrinkles and furrows (AU1/2 forehead lines, AU4 glabella, AU9 nose wrinkles, AU6 crow's feet) and
+interior, unless ``mouth_interior`` paints a real one from a donor photo (`aullava.synth.mouth`); wrinkles and furrows (AU1/2 forehead lines, AU4 glabella, AU9 nose wrinkles, AU6 crow's feet) and
 skin bulges are not created: only the geometry carries the label; glasses and hair over the brows move with the
 skin; MediaPipe's landmark placement limits precision (a poorly fitted mesh warps the wrong pixels). Labels are
 exact for the *added* movement, so sources are restricted to near-neutral, roughly frontal photos
@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +37,11 @@ import cv2
 import numpy as np
 
 from aullava.au_catalogue import au_set, normalize_au_id
-from aullava.files import atomic_write
+from aullava.files import atomic_write, atomic_write_csv
 from aullava.synth.mesh_model import EYE_CORNERS, MODEL_FILE, default_model, face_pose
 from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, neutral_check,
                                     sample_aus)
+from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth
 from aullava.synth.warp import warp_face
 
 # ------------------------------------------------------------------------------------------------------- dataset
@@ -98,6 +98,8 @@ class _Settings:
     gain: float
     ext: str
     thresholds: dict[str, float] | None
+    held: frozenset[str] = frozenset()
+    """the held-out identities: their warps take mouth interiors from held-out donors only"""
 
 
 def _write_image(path: Path, image: np.ndarray, ext: str) -> None:
@@ -110,9 +112,15 @@ def _write_image(path: Path, image: np.ndarray, ext: str) -> None:
     atomic_write(path, buf.tobytes())
 
 
-def _synthesize_source(detector, settings: _Settings, source: str, path: str, identity: str
-                       ) -> tuple[list[dict], str | None]:
-    """Detect, check and warp one photo; returns (records of the images written, skip reason or None)."""
+def _donor_rng(seed: int, source: str, k: int) -> np.random.Generator:
+    """Draws sample k's mouth donor; separate from `_sample_rng`, so the labels are those of a set without."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, _stable_int("aullava-mouth", source), k])
+
+
+def _synthesize_source(detector, settings: _Settings, source: str, path: str, identity: str,
+                       mouths: MouthBank | None = None) -> tuple[list[dict], str | None]:
+    """Detect, check and warp one photo; returns (records of the images written, skip reason or None).
+    With ``mouths``, warps that part the lips get a real mouth interior (`aullava.synth.mouth`)."""
     from aullava.faces.detector import EYE_DISTANCE, align_face, largest_face
     from aullava.faces.images import load_image
 
@@ -149,11 +157,20 @@ def _synthesize_source(detector, settings: _Settings, source: str, path: str, id
         lm = lm * [factor_x, factor_y, factor_x]
     records = []
     out_dir = Path(settings.out_dir)
+    source_opening = mouth_opening(lm[list(INNER_LIP)])
     for k in range(settings.per_image):
         aus = sample_aus(_sample_rng(settings.seed, source, k), settings.au_ids)
         rel = Path("images") / _safe_dir(identity) / _output_name(source, k, settings.ext)
         result = warp_face(image, lm, aus, model, gain=settings.gain)
-        out, _ = align_face(result.image, lm, settings.crop_size)  # aligned on the *source* landmarks
+        warped = result.image
+        if mouths is not None:
+            inner = result.target[list(INNER_LIP)]
+            opening = mouth_opening(inner)
+            if opening >= MIN_OPENING and opening > source_opening + 0.02:  # the warp parted the lips
+                donor = mouths.pick(_donor_rng(settings.seed, source, k), opening, identity in settings.held)
+                if donor is not None:
+                    warped = paint_mouth(warped, inner, donor)
+        out, _ = align_face(warped, lm, settings.crop_size)  # aligned on the *source* landmarks
         _write_image(out_dir / rel, out, settings.ext)
         records.append({"image": rel.as_posix(), "subject": identity, "aus": aus, "source": source})
     return records, None
@@ -162,18 +179,18 @@ def _synthesize_source(detector, settings: _Settings, source: str, path: str, id
 _WORKER: tuple | None = None
 
 
-def _init_worker(settings: _Settings) -> None:
+def _init_worker(settings: _Settings, mouths: MouthBank | None = None) -> None:
     global _WORKER
     from aullava.faces.detector import FaceDetector
 
-    _WORKER = (settings, FaceDetector(crop_size=settings.crop_size))
+    _WORKER = (settings, FaceDetector(crop_size=settings.crop_size), mouths)
 
 
 def _worker_task(task: tuple[str, str, str]) -> tuple[str, list[dict], str | None]:
-    settings, detector = _WORKER
+    settings, detector, mouths = _WORKER
     source, path, identity = task
     try:
-        records, reason = _synthesize_source(detector, settings, source, path, identity)
+        records, reason = _synthesize_source(detector, settings, source, path, identity, mouths)
     except Exception as exc:  # noqa: BLE001 - one bad photo must not end a long run
         records, reason = [], f"error: {type(exc).__name__}: {' '.join(str(exc).split())}"
     return source, records, reason
@@ -211,14 +228,6 @@ def _read_skipped(path: Path) -> dict[str, str]:
         return {row["source"]: row["reason"] for row in csv.DictReader(fh)}
 
 
-def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, text.getvalue().encode("utf-8"))
-
-
 def _format_value(x: float) -> str:
     return "0" if x == 0 else f"{x:.3f}".rstrip("0").rstrip(".")
 
@@ -227,7 +236,8 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
               seed: int = 0, limit: int | None = None, crop_size: int = 224, workers: int = 1,
               progress: bool = True, *, au_ids: Iterable[str | int] | str = "default", gain: float = 1.0,
               image_format: str = "jpg", neutral_thresholds: Mapping[str, float] | None = NEUTRAL_THRESHOLDS,
-              retry_skipped: bool = False, log: Callable[[str], None] | None = None) -> dict:
+              retry_skipped: bool = False, mouth_interior: bool = False,
+              log: Callable[[str], None] | None = None) -> dict:
     """Build a synthetic AU dataset from the photos of ``index_csv`` into ``out_dir``; returns a summary dict.
 
     ``index_csv``: columns ``image`` (path relative to the CSV's folder, or absolute) and ``identity`` (or
@@ -248,6 +258,11 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
       small, not neutral, head pose, error), never fatal;
     - ``synth_config.json``: the settings that determine images and labels. A second run into the same folder must
       use the same ones (else ValueError: mixing them would mislabel images).
+
+    ``mouth_interior``: warps that part the lips get a real mouth interior (teeth, tongue, darkness) from a donor
+    photo of the index with an open mouth (`aullava.synth.mouth`); the donors are found by a first pass over the
+    index, stored in ``out_dir/mouths`` (listed in ``mouths.csv``, resumable through ``mouth_scan.csv``). Labels
+    do not change. A sample's donor depends on (seed, photo, k) and on the donors the index holds.
 
     Resumable and deterministic: sample k of a photo depends only on (seed, photo, k); a photo whose images all
     exist is not opened again (its labels are re-drawn, identically), one listed in ``skipped.csv`` is not retried
@@ -276,6 +291,12 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
               "gain": settings.gain, "image_format": ext, "neutral_thresholds": thresholds,
               "max_yaw": MAX_YAW, "max_pitch": MAX_PITCH, "min_eye_distance": MIN_EYE_DISTANCE,
               "work_scale": WORK_SCALE, "model": MODEL_FILE}
+    if mouth_interior:  # only then: a set made without it keeps exactly the config it was made with
+        from aullava.synth import mouth
+
+        config["mouth_interior"] = {"min_donor_opening": mouth.MIN_DONOR_OPENING,
+                                    "min_donor_contrast": mouth.MIN_DONOR_CONTRAST, "min_opening": MIN_OPENING,
+                                    "donor_width": mouth.DONOR_WIDTH}
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
     if config_path.is_file():
@@ -293,6 +314,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         rows = rows[: max(0, int(limit))]
     identity_of = {source: identity for source, _, identity in rows}
     held = split_identities(identity_of.values(), held_out, seed)
+    settings.held = frozenset(held)
     skipped_before = {} if retry_skipped else _read_skipped(out / SKIPPED_FILE)
 
     records: dict[str, list[dict]] = {}
@@ -310,6 +332,10 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         else:
             todo.append((source, path, identity))
     say(f"{len(rows)} photos: {len(records)} already done, {len(skipped)} skipped before, {len(todo)} to do")
+    mouths = None
+    if mouth_interior and todo:
+        mouths = build_mouth_bank(rows, out, held, progress=progress, log=say)
+        say(f"mouth donors: {len(mouths)} ({int(mouths.held_out.sum())} of held-out identities)")
 
     bar = tqdm(total=len(todo), desc="synth", unit="photo", disable=not progress or not todo)
     written = 0
@@ -328,7 +354,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
             from aullava.faces.detector import FaceDetector
 
             with FaceDetector(crop_size=crop_size) as detector:
-                saved, _WORKER = _WORKER, (settings, detector)
+                saved, _WORKER = _WORKER, (settings, detector, mouths)
                 try:
                     for task in todo:
                         collect(*_worker_task(task))
@@ -339,7 +365,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
             from multiprocessing import get_context
 
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=(settings,)) as pool:
+                                     initargs=(settings, mouths)) as pool:
                 for result in pool.map(_worker_task, todo, chunksize=4):
                     collect(*result)
     finally:
@@ -354,9 +380,9 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         train_ids = {r[1] for r in train_rows}
         held_ids = {r[1] for r in held_rows}
         assert not train_ids & held_ids, "an identity is on both sides of the split"
-        _write_csv(out / "train.csv", header, sorted(train_rows))
-        _write_csv(out / "held_out.csv", header, sorted(held_rows))
-        _write_csv(out / SKIPPED_FILE, ["source", "identity", "reason"],
+        atomic_write_csv(out / "train.csv", header, sorted(train_rows))
+        atomic_write_csv(out / "held_out.csv", header, sorted(held_rows))
+        atomic_write_csv(out / SKIPPED_FILE, ["source", "identity", "reason"],
                    sorted((s, identity_of.get(s, ""), r) for s, r in skipped.items()))
 
     reasons: dict[str, int] = {}
