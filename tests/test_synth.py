@@ -358,3 +358,57 @@ def test_run_synth_mouth_interior_changes_open_mouths_only_and_keeps_the_labels(
     assert again["images_reused"] == 12
     with pytest.raises(ValueError, match="mouth_interior"):
         run_synth(photos / "index.csv", tmp_path / "mouth", **options)
+
+
+# ------------------------------------------------------------------------------------ sources that are not neutral
+
+
+def test_combine_adds_the_warp_to_a_known_baseline_and_masks_the_unknown():
+    from aullava.synth.baselines import combine
+
+    ids = ("AU6", "AU12", "AU25")
+    added = {"AU12": 0.5, "AU25": 0.2}
+    assert combine(added, None, ids) == {"AU6": 0.0, "AU12": 0.5, "AU25": 0.2}  # neutral source: exact
+    got = combine(added, {"AU6": float("nan"), "AU12": 0.7, "AU25": 0.1}, ids)
+    assert np.isnan(got["AU6"]) and got["AU12"] == 1.0 and got["AU25"] == pytest.approx(0.3)
+    assert np.isnan(combine(added, {"AU12": 0.1}, ids)["AU25"])  # a baseline that does not name the AU
+
+
+def test_run_synth_labels_non_neutral_sources_with_their_baseline(tmp_path, astronaut_path, monkeypatch):
+    from aullava.datasets import read_manifest
+    from aullava.faces.detector import FaceDetector
+    from aullava.teacher.labeler import Teacher
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(astronaut_path, photos / f"{name}.png")
+    (photos / "index.csv").write_text("image,identity\na.png,A\nb.png,B\n")
+    teacher = Teacher()
+    out = tmp_path / "synth"
+    summary = run_synth(photos / "index.csv", out, per_image=3, seed=1, progress=False,
+                        baseline=teacher.label, baseline_name="teacher")
+    # the astronaut smiles: without a baseline she is skipped (test above); with it she is used, and labelled
+    assert summary["photos_used"] == 2 and summary["photos_with_baseline"] == 2 and summary["images_written"] == 6
+    sources = _read(out / "sources.csv")
+    assert [r["baseline"] for r in sources] == ["labelled", "labelled"]
+    smile = float(sources[0]["AU12"])
+    assert smile > 0.3 and sources[0]["AU06"] == ""  # the teacher sees her smile, and cannot see AU6
+    rows = _read(out / "train.csv") + _read(out / "held_out.csv")
+    assert len(rows) == 6
+    for row in rows:
+        assert float(row["AU12"]) >= smile and row["AU06"] == ""  # baseline + what the warp added; AU6 unknown
+    frames = read_manifest(out / "train.csv")
+    assert frames.table["AU06_r"].isna().all() and frames.table["AU12_r"].notna().all()
+
+    first = (out / "train.csv").read_bytes()
+
+    def fail(*_args, **_kw):
+        raise AssertionError("a finished set must not detect faces again")
+
+    monkeypatch.setattr(FaceDetector, "detect", fail)
+    again = run_synth(photos / "index.csv", out, per_image=3, seed=1, progress=False,
+                      baseline=teacher.label, baseline_name="teacher")
+    assert again["images_reused"] == 6 and (out / "train.csv").read_bytes() == first
+    with pytest.raises(ValueError, match="baseline"):
+        run_synth(photos / "index.csv", out, per_image=3, seed=1, progress=False)

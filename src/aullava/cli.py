@@ -165,10 +165,20 @@ def _synth(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     from aullava.synth.run import run_synth
 
+    baseline = name = None
+    if args.baseline_sources:  # the teacher reads what a non-neutral source already shows
+        import hashlib
+        import json
+
+        from aullava.teacher.labeler import Teacher
+
+        teacher = Teacher()
+        digest = hashlib.sha256(json.dumps(teacher.calibration, sort_keys=True).encode()).hexdigest()[:12]
+        baseline, name = teacher.label, f"teacher (calibration {digest})"
     summary = run_synth(args.index, args.out, per_image=args.per_image, held_out=args.held_out, seed=args.seed,
                         limit=args.limit, crop_size=args.crop_size, workers=args.workers, progress=not args.quiet,
                         au_ids=args.au_set, gain=args.gain, mouth_interior=args.mouth_interior,
-                        log=lambda line: print(line, file=sys.stderr))
+                        baseline=baseline, baseline_name=name, log=lambda line: print(line, file=sys.stderr))
     print(f"{summary['images_written'] + summary['images_reused']} images from {summary['photos_used']} of "
           f"{summary['photos']} photos ({summary['photos_skipped']} skipped, see {Path(args.out) / 'skipped.csv'}); "
           f"train {summary['train_images']} images / {summary['train_identities']} identities, held-out "
@@ -296,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--mouth-interior", action="store_true",
                        help="warps that part the lips get a real mouth interior (teeth, darkness) taken from the "
                             "index's open-mouth photos; labels are unchanged (docs/synth-mouth-interior.png)")
+    synth.add_argument("--baseline-sources", action="store_true",
+                       help="also warp photos that are not neutral: the MediaPipe teacher reads the expression they "
+                            "already show, a warp's label is that plus what it adds; AUs the teacher cannot see are "
+                            "left empty on their warps (sources.csv lists each photo's baseline)")
     synth.add_argument("--workers", type=positive_int, default=1)
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)

@@ -41,6 +41,7 @@ from aullava.files import atomic_write, atomic_write_csv
 from aullava.synth.mesh_model import EYE_CORNERS, MODEL_FILE, default_model, face_pose
 from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, neutral_check,
                                     sample_aus)
+from aullava.synth.baselines import SOURCES_FILE, combine, read_sources, write_sources
 from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth
 from aullava.synth.warp import warp_face
 
@@ -100,6 +101,8 @@ class _Settings:
     thresholds: dict[str, float] | None
     held: frozenset[str] = frozenset()
     """the held-out identities: their warps take mouth interiors from held-out donors only"""
+    baseline: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
+    """blendshapes → AU intensities (NaN: unseen) of a source that is not neutral; None: such sources are skipped"""
 
 
 def _write_image(path: Path, image: np.ndarray, ext: str) -> None:
@@ -118,8 +121,9 @@ def _donor_rng(seed: int, source: str, k: int) -> np.random.Generator:
 
 
 def _synthesize_source(detector, settings: _Settings, source: str, path: str, identity: str,
-                       mouths: MouthBank | None = None) -> tuple[list[dict], str | None]:
-    """Detect, check and warp one photo; returns (records of the images written, skip reason or None).
+                       mouths: MouthBank | None = None) -> tuple[list[dict], str | None, dict | None]:
+    """Detect, check and warp one photo; returns (records of the images written, skip reason or None, the
+    source's baseline: None when it is neutral, see `aullava.synth.baselines`).
     With ``mouths``, warps that part the lips get a real mouth interior (`aullava.synth.mouth`)."""
     from aullava.faces.detector import EYE_DISTANCE, align_face, largest_face
     from aullava.faces.images import load_image
@@ -127,23 +131,28 @@ def _synthesize_source(detector, settings: _Settings, source: str, path: str, id
     try:
         image = load_image(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a skip, never fatal
-        return [], f"unreadable: {' '.join(str(exc).split())}"
+        return [], f"unreadable: {' '.join(str(exc).split())}", None
     faces = detector.detect(image)
     if not faces:
-        return [], "no face"
+        return [], "no face", None
     face = largest_face(faces)  # the photo's subject
     lm = np.asarray(face.landmarks, dtype=np.float64)
     eye_distance = float(np.linalg.norm(lm[list(EYE_CORNERS[0])].mean(0) - lm[list(EYE_CORNERS[1])].mean(0)))
     if eye_distance < MIN_EYE_DISTANCE:
-        return [], f"face too small: eye distance {eye_distance:.0f} px < {MIN_EYE_DISTANCE:.0f}"
+        return [], f"face too small: eye distance {eye_distance:.0f} px < {MIN_EYE_DISTANCE:.0f}", None
+    baseline = None
     if settings.thresholds is not None:
         ok, why = neutral_check(face.blendshapes, settings.thresholds)
+        if not ok and settings.baseline is None:
+            return [], f"not neutral: {why}", None
         if not ok:
-            return [], f"not neutral: {why}"
+            # rounded as sources.csv stores it, so a resumed run rebuilds the very same labels
+            baseline = {normalize_au_id(k): round(float(v), 3) for k, v in settings.baseline(face.blendshapes).items()}
     model = default_model()
     yaw, pitch, _ = face_pose(lm, model)
     if abs(yaw) > MAX_YAW or abs(pitch) > MAX_PITCH:
-        return [], f"head pose: yaw {yaw:.0f}, pitch {pitch:.0f} degrees (limits {MAX_YAW:.0f}, {MAX_PITCH:.0f})"
+        return [], (f"head pose: yaw {yaw:.0f}, pitch {pitch:.0f} degrees (limits {MAX_YAW:.0f}, "
+                    f"{MAX_PITCH:.0f})"), None
     # Warp in photo coordinates, not in the aligned crop: the photo's own border then stays fixed (the warp's ring
     # lies on it), whereas in a crop the black area outside the photo would be warped along and e.g. a dropped jaw
     # would bend the photo's bottom edge — a label-correlated artefact a model could learn instead of the face.
@@ -172,8 +181,9 @@ def _synthesize_source(detector, settings: _Settings, source: str, path: str, id
                     warped = paint_mouth(warped, inner, donor)
         out, _ = align_face(warped, lm, settings.crop_size)  # aligned on the *source* landmarks
         _write_image(out_dir / rel, out, settings.ext)
-        records.append({"image": rel.as_posix(), "subject": identity, "aus": aus, "source": source})
-    return records, None
+        records.append({"image": rel.as_posix(), "subject": identity, "source": source,
+                        "aus": combine(aus, baseline, settings.au_ids)})
+    return records, None, baseline
 
 
 _WORKER: tuple | None = None
@@ -186,14 +196,14 @@ def _init_worker(settings: _Settings, mouths: MouthBank | None = None) -> None:
     _WORKER = (settings, FaceDetector(crop_size=settings.crop_size), mouths)
 
 
-def _worker_task(task: tuple[str, str, str]) -> tuple[str, list[dict], str | None]:
+def _worker_task(task: tuple[str, str, str]) -> tuple[str, list[dict], str | None, dict | None]:
     settings, detector, mouths = _WORKER
     source, path, identity = task
     try:
-        records, reason = _synthesize_source(detector, settings, source, path, identity, mouths)
+        records, reason, baseline = _synthesize_source(detector, settings, source, path, identity, mouths)
     except Exception as exc:  # noqa: BLE001 - one bad photo must not end a long run
-        records, reason = [], f"error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-    return source, records, reason
+        records, reason, baseline = [], f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", None
+    return source, records, reason, baseline
 
 
 def read_index(index_csv: Path) -> list[tuple[str, str, str]]:
@@ -229,6 +239,8 @@ def _read_skipped(path: Path) -> dict[str, str]:
 
 
 def _format_value(x: float) -> str:
+    if x != x:  # NaN: unknown, an empty cell (masked in training)
+        return ""
     return "0" if x == 0 else f"{x:.3f}".rstrip("0").rstrip(".")
 
 
@@ -237,7 +249,8 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
               progress: bool = True, *, au_ids: Iterable[str | int] | str = "default", gain: float = 1.0,
               image_format: str = "jpg", neutral_thresholds: Mapping[str, float] | None = NEUTRAL_THRESHOLDS,
               retry_skipped: bool = False, mouth_interior: bool = False,
-              log: Callable[[str], None] | None = None) -> dict:
+              baseline: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None,
+              baseline_name: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Build a synthetic AU dataset from the photos of ``index_csv`` into ``out_dir``; returns a summary dict.
 
     ``index_csv``: columns ``image`` (path relative to the CSV's folder, or absolute) and ``identity`` (or
@@ -263,6 +276,10 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
     photo of the index with an open mouth (`aullava.synth.mouth`); the donors are found by a first pass over the
     index, stored in ``out_dir/mouths`` (listed in ``mouths.csv``, resumable through ``mouth_scan.csv``). Labels
     do not change. A sample's donor depends on (seed, photo, k) and on the donors the index holds.
+
+    ``baseline`` (with a ``baseline_name`` recorded in the config, e.g. the teacher and its calibration): photos
+    that fail `neutral_check` are used too, their warps labelled baseline + added (`aullava.synth.baselines`;
+    empty cells where the baseline is unknown); ``sources.csv`` lists every used photo and its baseline.
 
     Resumable and deterministic: sample k of a photo depends only on (seed, photo, k); a photo whose images all
     exist is not opened again (its labels are re-drawn, identically), one listed in ``skipped.csv`` is not retried
@@ -297,6 +314,13 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         config["mouth_interior"] = {"min_donor_opening": mouth.MIN_DONOR_OPENING,
                                     "min_donor_contrast": mouth.MIN_DONOR_CONTRAST, "min_opening": MIN_OPENING,
                                     "donor_width": mouth.DONOR_WIDTH}
+    if (baseline is None) != (baseline_name is None):
+        raise ValueError("baseline and baseline_name go together (the name is recorded in the set's config)")
+    if baseline is not None:
+        if neutral_thresholds is None:
+            raise ValueError("a baseline labels the sources that fail the neutral check: it needs the thresholds")
+        config["baseline"] = str(baseline_name)
+        settings.baseline = baseline
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
     if config_path.is_file():
@@ -319,13 +343,16 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
 
     records: dict[str, list[dict]] = {}
     skipped: dict[str, str] = {}
+    baselines = read_sources(out / SOURCES_FILE, ids)
     todo = []
     reused_images = 0
     for source, path, identity in rows:
         names = [Path("images") / _safe_dir(identity) / _output_name(source, k, ext) for k in range(per_image)]
-        if all((out / n).is_file() for n in names):
+        if all((out / n).is_file() for n in names) and (baseline is None or source in baselines):
+            base = baselines.get(source)
             records[source] = [{"image": n.as_posix(), "subject": identity, "source": source,
-                                "aus": sample_aus(_sample_rng(seed, source, k), ids)} for k, n in enumerate(names)]
+                                "aus": combine(sample_aus(_sample_rng(seed, source, k), ids), base, ids)}
+                               for k, n in enumerate(names)]
             reused_images += len(names)
         elif source in skipped_before:
             skipped[source] = skipped_before[source]
@@ -340,10 +367,11 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
     bar = tqdm(total=len(todo), desc="synth", unit="photo", disable=not progress or not todo)
     written = 0
 
-    def collect(source: str, recs: list[dict], reason: str | None) -> None:
+    def collect(source: str, recs: list[dict], reason: str | None, base: dict | None) -> None:
         nonlocal written
         if reason is None:
             records[source] = recs
+            baselines[source] = base
             written += len(recs)
         else:
             skipped[source] = reason
@@ -382,6 +410,8 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         assert not train_ids & held_ids, "an identity is on both sides of the split"
         atomic_write_csv(out / "train.csv", header, sorted(train_rows))
         atomic_write_csv(out / "held_out.csv", header, sorted(held_rows))
+        if baseline is not None:
+            write_sources(out / SOURCES_FILE, {s: baselines.get(s) for s in records}, ids)
         atomic_write_csv(out / SKIPPED_FILE, ["source", "identity", "reason"],
                    sorted((s, identity_of.get(s, ""), r) for s, r in skipped.items()))
 
@@ -394,6 +424,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
         "skip_reasons": dict(sorted(reasons.items())), "images_written": written, "images_reused": reused_images,
         "train_images": len(train_rows), "held_out_images": len(held_rows),
         "train_identities": len(train_ids), "held_out_identities": len(held_ids),
+        "photos_with_baseline": sum(1 for s in records if baselines.get(s) is not None),
         "au_columns": columns, "seconds": round(time.time() - start, 2),
     }
     say(f"synth: {written} images written, {reused_images} reused, {len(skipped)} photos skipped")

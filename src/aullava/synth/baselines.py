@@ -1,0 +1,74 @@
+"""Sources that are not neutral: their own expression, read by a labeller, is the baseline a warp adds to.
+
+Why: only ~1 in 5 photos passes `neutral_check`, so a synthetic set built from neutral sources alone leaves most
+identities, and every face that smiles, frowns or talks in its photo, unused. A warp adds a known movement to
+whatever the face already shows; when a labeller (the CLI passes the calibrated MediaPipe teacher,
+`aullava.teacher.Teacher.label`) says what that is, the warp's label is the sum, clipped to [0, 1]. AUs the
+labeller cannot see (NaN) stay unlabelled on such warps (masked in training), so no AU gets a guessed label.
+Neutral sources keep their exact labels: the label is what the warp added.
+
+The per-source baselines are stored in ``sources.csv`` (``source``, ``baseline`` = ``neutral`` or ``labelled``, one
+column per AU) so a resumed run rebuilds every label without detecting the photos again.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aullava.files import atomic_write_csv
+
+SOURCES_FILE = "sources.csv"
+NEUTRAL, LABELLED = "neutral", "labelled"
+
+
+def combine(added: Mapping[str, float], baseline: Mapping[str, float] | None, au_ids: Sequence[str]
+            ) -> dict[str, float]:
+    """The label of a warp that ``added`` these intensities to a source showing ``baseline`` (None: neutral).
+    NaN where the baseline is unknown (NaN or missing): the total is unknown then, whatever was added."""
+    if baseline is None:
+        return {au: float(added.get(au, 0.0)) for au in au_ids}
+    out = {}
+    for au in au_ids:
+        base = baseline.get(au, math.nan)
+        base = math.nan if base is None else float(base)
+        out[au] = math.nan if math.isnan(base) else min(1.0, max(0.0, base) + float(added.get(au, 0.0)))
+    return out
+
+
+def _column(au: str) -> str:
+    """The manifests' column name of a canonical AU id: AU6 → AU06."""
+    return f"AU{int(au[2:]):02d}"
+
+
+def write_sources(path: Path, baselines: Mapping[str, Mapping[str, float] | None], au_ids: Sequence[str]) -> None:
+    """``sources.csv``: every used source, ``neutral`` or ``labelled`` with its baseline per AU (empty = unknown),
+    AU columns named as in the manifests (``AU06``)."""
+    def cell(v) -> str:
+        return "" if v is None or math.isnan(float(v)) else f"{float(v):.3f}".rstrip("0").rstrip(".")
+
+    rows = []
+    for source in sorted(baselines):
+        base = baselines[source]
+        if base is None:
+            rows.append([source, NEUTRAL] + [""] * len(au_ids))
+        else:
+            rows.append([source, LABELLED] + [cell(base.get(au)) for au in au_ids])
+    atomic_write_csv(path, ["source", "baseline", *map(_column, au_ids)], rows)
+
+
+def read_sources(path: Path, au_ids: Sequence[str]) -> dict[str, dict[str, float] | None]:
+    """What `write_sources` wrote: source → None (neutral) or its baseline (NaN where unknown)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, float] | None] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["baseline"] == NEUTRAL:
+                out[row["source"]] = None
+            else:
+                out[row["source"]] = {au: float(row[_column(au)]) if row.get(_column(au)) else math.nan
+                                      for au in au_ids}
+    return out
