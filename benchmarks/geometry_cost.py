@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/geometry_cost.py --repeats 5
 
 Builds the default recipe's model (`configs/default-model.yaml`: pretrained bases, LoRA in Gemma's top 6 layers,
-the vision side frozen as after its warm-up) three times: without geometry, with `geometry` (`--tokens` tokens) kept
-fixed in the LLM stage (`configs/default-model-geometry.yaml`: warmed up in the vision stage), and with it trained
-in the LLM stage. Measured interleaved, so that other load on the machine hits all alike:
+the vision side frozen as after its warm-up) three times: without geometry (`configs/default-model-v1.yaml`), with
+`geometry` (`--tokens` tokens, `--hidden` units) kept fixed in the LLM stage (`configs/default-model.yaml`: warmed
+up in the vision stage), and with it trained in the LLM stage. Measured interleaved, so that other load on the machine hits all alike:
 - one LLM-stage training step (forward, backward, AdamW) on a batch of `--batch` examples (every format in turn, the
   shared description sent once), median seconds. A trained geometry stream enters at the LLM's input, so its
   gradient runs the backward pass through all 18 layers instead of stopping at layer 12;
@@ -34,6 +34,7 @@ def build(model_spec: dict, geometry: dict | None, freeze: list[str]):
     from aullava.training.recipe import freeze_parts
 
     spec = dict(model_spec)
+    spec.pop("geometry", None)  # the recipe's own setting is replaced by the variant's
     if geometry:
         spec["geometry"] = geometry
     torch.manual_seed(0)
@@ -46,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="configs/default-model.yaml")
     parser.add_argument("--tokens", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument("--faces", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
