@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/geometry_cost.py --repeats 5
 
 Builds the default recipe's model (`configs/default-model.yaml`: pretrained bases, LoRA in Gemma's top 6 layers,
-the vision side frozen as after its warm-up) three times: without geometry (`configs/default-model-v1.yaml`), with
-`geometry` (`--tokens` tokens, `--hidden` units) kept fixed in the LLM stage (`configs/default-model.yaml`: warmed
-up in the vision stage), and with it trained in the LLM stage. Measured interleaved, so that other load on the machine hits all alike:
+the vision side frozen as after its warm-up) three times: without geometry (`configs/default-model.yaml`), with
+`geometry` (`--tokens` tokens, `--hidden` units) kept fixed in the LLM stage (`configs/default-model-geometry.yaml`:
+warmed up in the vision stage), and with it trained in the LLM stage. Measured interleaved, so that other load on
+the machine hits all alike:
 - one LLM-stage training step (forward, backward, AdamW) on a batch of `--batch` examples (every format in turn, the
   shared description sent once), median seconds. A trained geometry stream enters at the LLM's input, so its
   gradient runs the backward pass through all 18 layers instead of stopping at layer 12;

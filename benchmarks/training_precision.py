@@ -7,7 +7,8 @@ An inference forward pass of Gemma-3-270M ran 2.8× faster under bf16 autocast t
 training step ran slower (6.0 against 4.3 s). A step has three parts of different kinds: the shared description
 (run once per batch, no gradient), Gemma's layers 0–11 (no LoRA there, and with the face side fixed nothing below
 them needs a gradient, so they are inference too) and layers 12–17 (LoRA, forward and backward). This builds the
-default recipe's model (`configs/default-model.yaml`) and times one training step (forward, backward, AdamW; batch
+default recipe's model (`configs/default-model.yaml`; `--recipe configs/default-model-geometry.yaml` for the
+geometry arm) and times one training step (forward, backward, AdamW; batch
 `--batch`, every format in turn, description shared) with bf16 autocast applied to each part in turn:
 
 - ``fp32``: the shipped recipe;
