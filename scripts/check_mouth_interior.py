@@ -45,10 +45,10 @@ def main() -> int:
     from aullava.faces.detector import FaceDetector, align_face, largest_face
     from aullava.faces.images import load_image
     from aullava.quiet import set_verbose
-    from aullava.synth.mesh_model import default_model, face_pose
+    from aullava.synth.mesh_model import default_model
     from aullava.synth.mouth import INNER_LIP, MouthBank, mouth_opening, paint_mouth, scan_donor
     from aullava.synth.run import read_index
-    from aullava.synth.sampling import MAX_PITCH, MAX_YAW, neutral_check
+    from aullava.synth.sampling import head_pose_problem, neutral_check
     from aullava.synth.warp import warp_face
     from aullava.teacher.labeler import Teacher
 
@@ -71,8 +71,7 @@ def main() -> int:
             face = largest_face(detector.detect(image))
             if face is None or not neutral_check(face.blendshapes)[0]:
                 continue
-            yaw, pitch, _ = face_pose(face.landmarks, model)
-            if abs(yaw) <= MAX_YAW and abs(pitch) <= MAX_PITCH:
+            if head_pose_problem(face.landmarks, model) is None:
                 sources.append((image, face))
         bank = MouthBank(donors, [False] * len(donors))
         print(f"{len(donors)} donors among {args.donor_photos} photos; {len(sources)} neutral sources")

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from aullava.files import atomic_write, atomic_write_csv
+from aullava.synth.sampling import head_pose_problem, subject_face
 
 INNER_LIP: tuple[int, ...] = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
                               324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -76,7 +77,7 @@ class MouthDonor:
     identity: str = ""
 
 
-def extract_donor(image: np.ndarray, landmarks: np.ndarray, source: str = "", identity: str = "") -> MouthDonor:
+def extract_donor(image: np.ndarray, landmarks: np.ndarray) -> MouthDonor:
     """Cut the mouth region of a face (MediaPipe ``landmarks`` (478, ≥2) in ``image`` pixels) into a `MouthDonor`."""
     pts = np.asarray(landmarks, dtype=np.float64)[list(INNER_LIP), :2]
     left, right = pts[_CORNERS[0]], pts[_CORNERS[1]]
@@ -93,7 +94,7 @@ def extract_donor(image: np.ndarray, landmarks: np.ndarray, source: str = "", id
     size = tuple(int(v) for v in np.ceil(hi - lo))
     patch = cv2.warpAffine(np.ascontiguousarray(image), matrix, size, flags=cv2.INTER_AREA,
                            borderMode=cv2.BORDER_REPLICATE)
-    return MouthDonor(patch, moved - lo, mouth_opening(pts), source, identity)
+    return MouthDonor(patch, moved - lo, mouth_opening(pts))
 
 
 def _masks(shape: tuple[int, int], points: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,25 +199,12 @@ class MouthBank:
 
 def scan_donor(detector, path: str) -> tuple[MouthDonor | None, str]:
     """(donor, "") for a photo whose subject's mouth is clearly open and whose face is usable, else (None, why)."""
-    from aullava.faces.detector import largest_face
-    from aullava.faces.images import load_image
-    from aullava.synth.mesh_model import EYE_CORNERS, default_model, face_pose
-    from aullava.synth.sampling import MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE
-
-    try:
-        image = load_image(path)
-    except Exception as exc:  # noqa: BLE001 - an unreadable photo is simply no donor
-        return None, f"unreadable: {' '.join(str(exc).split())}"
-    face = largest_face(detector.detect(image))
-    if face is None:
-        return None, "no face"
-    lm = np.asarray(face.landmarks, dtype=np.float64)
-    eye_distance = float(np.linalg.norm(lm[list(EYE_CORNERS[0])].mean(0) - lm[list(EYE_CORNERS[1])].mean(0)))
-    if eye_distance < MIN_EYE_DISTANCE:
-        return None, "face too small"
-    yaw, pitch, _ = face_pose(lm, default_model())
-    if abs(yaw) > MAX_YAW or abs(pitch) > MAX_PITCH:
-        return None, "head pose"
+    image, face, _, reason = subject_face(detector, path)
+    if reason is None:
+        lm = np.asarray(face.landmarks, dtype=np.float64)
+        reason = head_pose_problem(lm)
+    if reason is not None:
+        return None, reason
     opening = mouth_opening(lm[list(INNER_LIP)])
     if opening < MIN_DONOR_OPENING:
         return None, f"mouth closed: opening {opening:.2f} < {MIN_DONOR_OPENING}"

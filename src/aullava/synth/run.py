@@ -13,11 +13,11 @@ Pipeline (one synthetic image):
 3. **warp**: `aullava.synth.warp` (piecewise-affine warp of the face region).
 
 Known limits: opening the mouth (AU25/26) stretches the lips' skin over the gap — no teeth, no dark mouth
-interior, unless ``mouth_interior`` paints a real one from a donor photo (`aullava.synth.mouth`); wrinkles and furrows (AU1/2 forehead lines, AU4 glabella, AU9 nose wrinkles, AU6 crow's feet) and
-skin bulges are not created: only the geometry carries the label; glasses and hair over the brows move with the
-skin; MediaPipe's landmark placement limits precision (a poorly fitted mesh warps the wrong pixels). Labels are
-exact for the *added* movement, so sources are restricted to near-neutral, roughly frontal photos
-(`neutral_check`, `MAX_YAW`, `MAX_PITCH`).
+interior, unless ``mouth_interior`` paints a real one from a donor photo (`aullava.synth.mouth`); wrinkles and
+furrows (AU1/2 forehead lines, AU4 glabella, AU9 nose wrinkles, AU6 crow's feet) and skin bulges are not created:
+only the geometry carries the label; glasses and hair over the brows move with the skin; MediaPipe's landmark
+placement limits precision (a poorly fitted mesh warps the wrong pixels). Labels are exact for the *added* movement,
+so sources are restricted to near-neutral, roughly frontal photos (`neutral_check`, `MAX_YAW`, `MAX_PITCH`).
 
 `run_synth` builds a dataset from a photo index (see its docstring); `sample_aus` draws plausible AU combinations.
 """
@@ -38,11 +38,11 @@ import numpy as np
 
 from aullava.au_catalogue import au_set, normalize_au_id
 from aullava.files import atomic_write, atomic_write_csv
-from aullava.synth.mesh_model import EYE_CORNERS, MODEL_FILE, default_model, face_pose
-from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, neutral_check,
-                                    sample_aus)
 from aullava.synth.baselines import SOURCES_FILE, combine, read_sources, write_sources
+from aullava.synth.mesh_model import MODEL_FILE, default_model
 from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth
+from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, head_pose_problem,
+                                    neutral_check, sample_aus, subject_face)
 from aullava.synth.warp import warp_face
 
 # ------------------------------------------------------------------------------------------------------- dataset
@@ -125,34 +125,25 @@ def _synthesize_source(detector, settings: _Settings, source: str, path: str, id
     """Detect, check and warp one photo; returns (records of the images written, skip reason or None, the
     source's baseline: None when it is neutral, see `aullava.synth.baselines`).
     With ``mouths``, warps that part the lips get a real mouth interior (`aullava.synth.mouth`)."""
-    from aullava.faces.detector import EYE_DISTANCE, align_face, largest_face
-    from aullava.faces.images import load_image
+    from aullava.faces.detector import EYE_DISTANCE, align_face
 
-    try:
-        image = load_image(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a skip, never fatal
-        return [], f"unreadable: {' '.join(str(exc).split())}", None
-    faces = detector.detect(image)
-    if not faces:
-        return [], "no face", None
-    face = largest_face(faces)  # the photo's subject
+    image, face, eye_distance, reason = subject_face(detector, path)
+    if reason is not None:
+        return [], reason, None
     lm = np.asarray(face.landmarks, dtype=np.float64)
-    eye_distance = float(np.linalg.norm(lm[list(EYE_CORNERS[0])].mean(0) - lm[list(EYE_CORNERS[1])].mean(0)))
-    if eye_distance < MIN_EYE_DISTANCE:
-        return [], f"face too small: eye distance {eye_distance:.0f} px < {MIN_EYE_DISTANCE:.0f}", None
     baseline = None
     if settings.thresholds is not None:
         ok, why = neutral_check(face.blendshapes, settings.thresholds)
-        if not ok and settings.baseline is None:
-            return [], f"not neutral: {why}", None
         if not ok:
+            if settings.baseline is None:
+                return [], f"not neutral: {why}", None
             # rounded as sources.csv stores it, so a resumed run rebuilds the very same labels
-            baseline = {normalize_au_id(k): round(float(v), 3) for k, v in settings.baseline(face.blendshapes).items()}
+            labels = settings.baseline(face.blendshapes)
+            baseline = {normalize_au_id(k): round(float(v), 3) for k, v in labels.items()}
     model = default_model()
-    yaw, pitch, _ = face_pose(lm, model)
-    if abs(yaw) > MAX_YAW or abs(pitch) > MAX_PITCH:
-        return [], (f"head pose: yaw {yaw:.0f}, pitch {pitch:.0f} degrees (limits {MAX_YAW:.0f}, "
-                    f"{MAX_PITCH:.0f})"), None
+    reason = head_pose_problem(lm, model)
+    if reason is not None:
+        return [], reason, None
     # Warp in photo coordinates, not in the aligned crop: the photo's own border then stays fixed (the warp's ring
     # lies on it), whereas in a crop the black area outside the photo would be warped along and e.g. a dropped jaw
     # would bend the photo's bottom edge — a label-correlated artefact a model could learn instead of the face.

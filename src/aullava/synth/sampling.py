@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from aullava.au_catalogue import au_set, normalize_au_id
-from aullava.synth.mesh_model import default_model
+from aullava.synth.mesh_model import default_model, face_pose
 
 DEFAULT_SYNTH_AUS: tuple[str, ...] = tuple(au_set("default").ids)
 
@@ -67,6 +67,36 @@ def neutral_check(blendshapes: Mapping[str, float], thresholds: Mapping[str, flo
         if score >= limit:
             over.append(f"{family} {score:.2f} >= {limit:.2f}")
     return (not over), "; ".join(over)
+
+
+def subject_face(detector, path: str) -> tuple[np.ndarray | None, object | None, float, str | None]:
+    """``(image, face, eye distance, None)`` for a photo whose subject (its largest face) is large enough to warp or
+    to lend its mouth, else ``(None, None, 0.0, reason)``: unreadable, no face, face too small
+    (`MIN_EYE_DISTANCE`). Shared by the synthetic sources and the mouth donors, so both apply the same limits."""
+    from aullava.faces.detector import eye_centres, largest_face
+    from aullava.faces.images import load_image
+
+    try:
+        image = load_image(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a skip, never fatal
+        return None, None, 0.0, f"unreadable: {' '.join(str(exc).split())}"
+    faces = detector.detect(image)
+    if not faces:
+        return None, None, 0.0, "no face"
+    face = largest_face(faces)
+    right, left = eye_centres(face.landmarks)
+    eye_distance = float(np.linalg.norm(right - left))
+    if eye_distance < MIN_EYE_DISTANCE:
+        return None, None, 0.0, f"face too small: eye distance {eye_distance:.0f} px < {MIN_EYE_DISTANCE:.0f}"
+    return image, face, eye_distance, None
+
+
+def head_pose_problem(landmarks: np.ndarray, model=None) -> str | None:
+    """Why a face is turned too far to use (`MAX_YAW`, `MAX_PITCH`), or None."""
+    yaw, pitch, _ = face_pose(landmarks, model or default_model())
+    if abs(yaw) > MAX_YAW or abs(pitch) > MAX_PITCH:
+        return f"head pose: yaw {yaw:.0f}, pitch {pitch:.0f} degrees (limits {MAX_YAW:.0f}, {MAX_PITCH:.0f})"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ sampling
