@@ -3,7 +3,9 @@
 # labels, teacher-labelled real photos, CPU training (vision warm-up, then the LLM stage), held-out evaluation next
 # to the MediaPipe baseline, and packaging into the package resources. About 2–2.5 h on 2 CPU cores (vision warm-up
 # 30–45 min, LLM stage 45–75 min, evaluation ~15 min; the spread is between machines of this kind).
-# RECIPE=configs/default-model-geometry.yaml trains the geometry arm of the ablation instead (into its own folder).
+# RECIPE=configs/default-model-geometry.yaml trains the geometry arm of the ablation instead (into its own folder);
+# RECIPE=configs/default-model-v3.yaml the v3-data arm (it builds the v3 data too). Every arm is evaluated on the same
+# held-out faces (the v2 data's held-out manifests).
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
 set -euo pipefail
@@ -13,8 +15,16 @@ bash scripts/setup-env.sh
 A=.venv/bin/aullava
 mkdir -p runs/data
 $A synth --index "$INDEX" --out runs/data/synth --per-image 8 --held-out 0.2 --seed 17 --gain 2.5
-$A teacher --index "$INDEX" --out runs/data/teacher --held-out 0.2 --seed 17 --synth runs/data/synth
+teacher() {  # the teacher's manifests are written last, in one go: present means done
+  [ -f "$2/real_held_out.csv" ] || $A teacher --index "$INDEX" --out "$2" --held-out 0.2 --seed 17 --synth "$1"
+}
+teacher runs/data/synth runs/data/teacher
 RECIPE=${RECIPE:-configs/default-model.yaml}
+if grep -q 'runs/data/synth-v3/' "$RECIPE"; then  # v3 data: real mouth interiors, non-neutral sources (issue 13)
+  $A synth --index "$INDEX" --out runs/data/synth-v3 --per-image 8 --held-out 0.2 --seed 17 --gain 2.5 \
+    --mouth-interior --baseline-sources --workers 2
+  teacher runs/data/synth-v3 runs/data/teacher-v3
+fi
 OUT=$(.venv/bin/python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['training']['output_dir'])" "$RECIPE")
 SUFFIX=$([ "$RECIPE" = configs/default-model.yaml ] || echo "-$(basename "$OUT")")  # other arms: own reports
 $A train --config "$RECIPE"

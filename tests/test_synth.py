@@ -374,6 +374,20 @@ def test_combine_adds_the_warp_to_a_known_baseline_and_masks_the_unknown():
     assert np.isnan(combine(added, {"AU12": 0.1}, ids)["AU25"])  # a baseline that does not name the AU
 
 
+def test_combine_masks_parted_lips_that_a_lip_press_closes():
+    from aullava.synth.baselines import combine
+
+    ids = ("AU12", "AU24", "AU25", "AU26")
+    talking = {"AU12": 0.0, "AU24": 0.0, "AU25": 0.5, "AU26": 0.3}
+    got = combine({"AU24": 0.4}, talking, ids)
+    assert np.isnan(got["AU25"]) and np.isnan(got["AU26"])  # pressed together: no longer known to part
+    assert got["AU24"] == pytest.approx(0.4) and got["AU12"] == 0.0
+    assert combine({"AU24": 0.05}, talking, ids)["AU25"] == pytest.approx(0.5)  # below presence: kept
+    closed = dict(talking, AU25=0.0, AU26=0.0)
+    assert combine({"AU24": 0.4}, closed, ids)["AU25"] == 0.0  # closed lips stay closed
+    assert combine({"AU24": 0.4}, None, ids)["AU25"] == 0.0  # a neutral source's label is the warp's
+
+
 def test_run_synth_labels_non_neutral_sources_with_their_baseline(tmp_path, astronaut_path, monkeypatch):
     from aullava.datasets import read_manifest
     from aullava.faces.detector import FaceDetector

@@ -21,13 +21,22 @@ from pathlib import Path
 from aullava.files import atomic_write_csv
 
 SOURCES_FILE = "sources.csv"
+PRESENT = 0.10  # the project's presence threshold (`aullava.synth.sampling.sample_aus`)
 NEUTRAL, LABELLED = "neutral", "labelled"
+
+
+# Movements that undo what a baseline shows, so the sum would be wrong: pressing or tightening the lips (AU23,
+# AU24) pulls parted lips (AU25, AU26) together, and whether they still part after the warp is not known without
+# re-measuring. Seen on the contact sheet `docs/synth-baseline-sources.png` (scripts/check_baseline_sources.py).
+UNDOES = {"AU23": ("AU25", "AU26"), "AU24": ("AU25", "AU26")}
+RULE = "baseline + warp, clipped; AU23/AU24 added to parted lips masks AU25/AU26"  # recorded in the set's config
 
 
 def combine(added: Mapping[str, float], baseline: Mapping[str, float] | None, au_ids: Sequence[str]
             ) -> dict[str, float]:
     """The label of a warp that ``added`` these intensities to a source showing ``baseline`` (None: neutral).
-    NaN where the baseline is unknown (NaN or missing): the total is unknown then, whatever was added."""
+    NaN where the baseline is unknown (NaN or missing): the total is unknown then, whatever was added. NaN too
+    where the warp adds a movement that undoes the baseline's (`UNDOES`, both present: ≥ 0.1)."""
     if baseline is None:
         return {au: float(added.get(au, 0.0)) for au in au_ids}
     out = {}
@@ -35,6 +44,11 @@ def combine(added: Mapping[str, float], baseline: Mapping[str, float] | None, au
         base = baseline.get(au, math.nan)
         base = math.nan if base is None else float(base)
         out[au] = math.nan if math.isnan(base) else min(1.0, max(0.0, base) + float(added.get(au, 0.0)))
+    for mover, undone in UNDOES.items():
+        if float(added.get(mover, 0.0)) >= PRESENT:
+            for au in undone:
+                if au in out and float(baseline.get(au, 0.0) or 0.0) >= PRESENT:
+                    out[au] = math.nan
     return out
 
 

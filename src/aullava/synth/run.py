@@ -38,7 +38,7 @@ import numpy as np
 
 from aullava.au_catalogue import au_set, normalize_au_id
 from aullava.files import atomic_write, atomic_write_csv
-from aullava.synth.baselines import SOURCES_FILE, combine, read_sources, write_sources
+from aullava.synth.baselines import RULE as BASELINE_RULE, SOURCES_FILE, combine, read_sources, write_sources
 from aullava.synth.mesh_model import MODEL_FILE, default_model
 from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth
 from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, head_pose_problem,
@@ -310,7 +310,7 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
     if baseline is not None:
         if neutral_thresholds is None:
             raise ValueError("a baseline labels the sources that fail the neutral check: it needs the thresholds")
-        config["baseline"] = str(baseline_name)
+        config["baseline"] = f"{baseline_name}; {BASELINE_RULE}"
         settings.baseline = baseline
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
