@@ -334,6 +334,8 @@ def test_run_synth_mouth_interior_changes_open_mouths_only_and_keeps_the_labels(
     held = {r["subject"] for r in _read(tmp_path / "mouth" / "held_out.csv")}
     assert sorted(r["source"] for r in bank) == ["a.png", "b.png", "c.png"]
     assert {r["source"] for r in bank if r["held_out"] == "1"} == {f"{s.lower()}.png" for s in held}
+    only_a = mouth.MouthBank.load(tmp_path / "mouth", sources={"a.png"})  # what a run with --limit 1 reads
+    assert [d.source for d in only_a.donors] == ["a.png"] and len(only_a.held_out) == 1
 
     changed, same = 0, 0
     for row in _read(tmp_path / "mouth" / "train.csv") + _read(tmp_path / "mouth" / "held_out.csv"):

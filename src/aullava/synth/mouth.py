@@ -182,14 +182,17 @@ class MouthBank:
         return self.donors[int(drawn[int(np.argmin(ratio))])]
 
     @classmethod
-    def load(cls, folder: str | Path) -> MouthBank:
-        """The bank `build_mouth_bank` wrote into ``folder``."""
+    def load(cls, folder: str | Path, sources: set[str] | None = None) -> MouthBank:
+        """The bank `build_mouth_bank` wrote into ``folder``; with ``sources``, only the donors taken from those
+        photos (the others' images are not decoded: a run with ``--limit`` reads only what it can use)."""
         from aullava.faces.images import load_image
 
         folder = Path(folder)
         donors, held = [], []
         with open(folder / BANK_FILE, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
+                if sources is not None and row["source"] not in sources:
+                    continue
                 points = np.asarray(json.loads(row["points"]), dtype=np.float64)
                 donors.append(MouthDonor(load_image(folder / row["file"]), points, float(row["opening"]),
                                          row["source"], row["identity"]))
@@ -275,10 +278,7 @@ def build_mouth_bank(rows: Sequence[tuple[str, str, str]], folder: str | Path, h
         atomic_write_csv(folder / BANK_FILE, header, sorted(
             (r["file"], r["source"], r["identity"], "1" if r["identity"] in held_identities else "0",
              r["opening"], r["points"]) for r in bank_rows.values()))
-    wanted = {r[0] for r in rows}
-    bank = MouthBank.load(folder)
-    keep = [i for i, d in enumerate(bank.donors) if d.source in wanted]
-    return MouthBank([bank.donors[i] for i in keep], bank.held_out[keep])
+    return MouthBank.load(folder, sources={r[0] for r in rows})
 
 
 __all__ = ["INNER_LIP", "MouthBank", "MouthDonor", "build_mouth_bank", "extract_donor", "mouth_opening",
