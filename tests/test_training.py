@@ -89,3 +89,15 @@ def test_shipped_recipes_are_valid(path):
     config = AuLlavaConfig.from_dict(recipe["model"])
     assert len(config.resolved_au_set()) > 0 and config.projector in ("linear", "mlp2x_gelu")
     assert recipe["data"]["train"]
+
+
+def test_balanced_present_weight_needs_label_tables(char_tokenizer_dir, tmp_path):
+    """`present_weight: balanced` passes the recipe check and is computed from the training labels when training is
+    built; data without label tables (the pattern images) is refused with a message naming the option."""
+    from aullava.training.recipe import build_training, check_recipe
+
+    recipe = _recipe(char_tokenizer_dir, tmp_path / "out", max_steps=1)
+    recipe["model"]["present_weight"] = "balanced"
+    check_recipe(recipe)
+    with pytest.raises(ValueError, match="present_weight: balanced needs datasets with label tables"):
+        build_training(recipe)

@@ -167,6 +167,10 @@ class AuLlavaConfig:
     # loss weight of the answer tokens of present AUs (value > 0) against 1 for the rest: a class-balanced loss,
     # as AU detectors use against ~85 % absent labels; without it an LLM first learns to answer "absent" everywhere
     present_weight: float = 1.0
+    # AU id → the weight of that AU's present tokens instead of `present_weight`. Training writes it for a recipe
+    # with `present_weight: balanced` (`aullava.training.present_weights`): one weight for all AUs over-weights
+    # those present in half the data, and the model then answers "present" wherever it is unsure.
+    present_weights: dict[str, float] = field(default_factory=dict)
     trained: bool = False  # set by training; `predict` warns when a model never was
     # format → temperature dividing the answer logits when the readout turns them into probabilities (fitted on a
     # held-out split by `aullava calibrate`; 1 = the raw softmax). It never changes an answer, only its probabilities.
@@ -197,6 +201,9 @@ class AuLlavaConfig:
                                  f"{[f.value for f in ALL_FORMATS]}")
             if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
                 raise ValueError(f"model.probability_temperature.{fmt} must be a number > 0, got {temperature!r}")
+        for au, weight in dict(self.present_weights or {}).items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+                raise ValueError(f"model.present_weights.{au} must be a number > 0, got {weight!r}")
         for fmt, bias in dict(self.probability_bias or {}).items():
             if fmt != AnswerFormat.BINARY.value:
                 raise ValueError(f"model.probability_bias: only 'binary' takes a bias (a log-odds shift), got {fmt!r}")
@@ -211,6 +218,8 @@ class AuLlavaConfig:
         data["au_set"] = self.resolved_au_set().to_dict()
         if not self.geometry.enabled:  # a model without the stream writes the config.json it always wrote
             del data["geometry"]
+        if not self.present_weights:  # likewise a model trained with one present weight
+            del data["present_weights"]
         return data
 
     @classmethod

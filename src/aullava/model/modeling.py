@@ -104,7 +104,8 @@ class AuLlavaModel(nn.Module):
             if getattr(config.tuning, part) == "full":  # ... and so is any part tuned "full"
                 module.requires_grad_(True)
         self.processor = AuLlavaProcessor(self.tokenizer, self.au_set, config.prompt_style, self.num_image_tokens,
-                                          config.present_weight, num_geometry_tokens=self.num_geometry_tokens)
+                                          config.present_weight, num_geometry_tokens=self.num_geometry_tokens,
+                                          present_weights=config.present_weights)
 
     @property
     def wants_geometry(self) -> bool:

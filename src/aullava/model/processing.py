@@ -25,13 +25,15 @@ from aullava.model.prompts import build_prompt
 
 class AuLlavaProcessor:
     def __init__(self, tokenizer, au_set: AUSet, prompt_style: str, num_image_tokens: int,
-                 present_weight: float = 1.0, num_geometry_tokens: int = 0):
+                 present_weight: float = 1.0, num_geometry_tokens: int = 0,
+                 present_weights: dict[str, float] | None = None):
         self.tokenizer = tokenizer
         self.au_set = au_set
         self.prompt_style = prompt_style
         self.num_image_tokens = num_image_tokens
         self.num_geometry_tokens = num_geometry_tokens
         self.present_weight = float(present_weight)
+        self.present_weights = dict(present_weights or {})  # AU id → its own weight (`present_weight` otherwise)
         self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
         self._answer_vocab: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -86,13 +88,16 @@ class AuLlavaProcessor:
             encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
             hidden_spans = _value_spans(answer, mask)
             answer_ids = encoded["input_ids"] + [self.eos_token_id]
-            present_spans = _value_spans(answer, [float(v) <= 0 for v in answer[1:-1].split(", ")])
+            present = [float(v) > 0 for v in answer[1:-1].split(", ")]
+            asked = (au_set or self.au_set).ids
+            weight_of = [self.present_weights.get(au, self.present_weight) for au, p in zip(asked, present) if p]
+            present_spans = list(zip(_value_spans(answer, [not p for p in present]), weight_of))
             offsets = encoded["offset_mapping"]
             ids += answer_ids
             image_mask += [0] * len(answer_ids)
             labels += [-100 if _overlaps(o, hidden_spans) else tok for tok, o in zip(encoded["input_ids"], offsets)]
             labels += [self.eos_token_id]
-            weights += [self.present_weight if _overlaps(o, present_spans) else 1.0 for o in offsets]
+            weights += [next((w for span, w in present_spans if _overlaps(o, [span])), 1.0) for o in offsets]
             weights += [1.0]
         return {"input_ids": ids, "image_mask": image_mask, "labels": labels, "label_weights": weights}
 
@@ -109,7 +114,8 @@ class AuLlavaProcessor:
         if prefix:
             encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
         length = max(len(e["input_ids"]) for e in encoded)
-        weighted = self.present_weight != 1.0  # weights of 1 give the plain mean: left out
+        weighted = self.present_weight != 1.0 or any(w != 1.0 for w in self.present_weights.values())
+        # (weights of 1 give the plain mean: left out)
         batch = {
             "input_ids": torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long),
             "attention_mask": torch.zeros((len(encoded), length), dtype=torch.long),

@@ -27,6 +27,7 @@ from aullava.datasets import FormatExpanded, build_dataset
 from aullava.model.llava_checkpoint import expand_from_llava, init_projector_from_llava
 from aullava.model.config import AuLlavaConfig, check_keys
 from aullava.model.modeling import CONFIG_NAME, AuLlavaModel
+from aullava.training.present_weights import apply_balanced_weights, split_present_weight
 from aullava.training.trainer import AuLlavaCollator, AuLlavaTrainer
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     check_keys(recipe, SECTIONS, "recipe")
     for section in ("model", "data", "training"):
         recipe[section] = recipe.get(section) or {}
-    AuLlavaConfig.from_dict(expand_from_llava(recipe["model"])[0])  # strict, before anything is built
+    model_spec = split_present_weight(expand_from_llava(recipe["model"])[0])[0]
+    AuLlavaConfig.from_dict(model_spec)  # strict, before anything is built
     check_keys(recipe["data"], DATA_KEYS, "data")
     if recipe.get("vision_stage"):
         check_keys(recipe["vision_stage"], VISION_STAGE_KEYS, "vision_stage")
@@ -117,6 +119,7 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     args = TrainingArguments(**{"remove_unused_columns": False, "report_to": [], **recipe["training"]})
     torch.manual_seed(args.seed)
     model_spec, llava_dir = expand_from_llava(recipe["model"])
+    model_spec, balanced = split_present_weight(model_spec)
     model = AuLlavaModel(AuLlavaConfig.from_dict(model_spec))
     if llava_dir:  # a LLaVA-style fine-tune: its projector too, when aullava's can hold it (else trained fresh)
         taken, note = init_projector_from_llava(model.projector, llava_dir)
@@ -126,6 +129,9 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
                          cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1),
                          geometry=model.wants_geometry)
+    if balanced:
+        weights = apply_balanced_weights(model, base)
+        log.info("present weights (balanced): %s", ", ".join(f"{au} {w:g}" for au, w in weights.items()))
     log.info("trainable parameters: %s", model.trainable_parameters())
     return AuLlavaTrainer(model=model, args=args, train_dataset=FormatExpanded(base, formats),
                           data_collator=AuLlavaCollator(model, share_prefix=data.get("share_prefix", False)),
