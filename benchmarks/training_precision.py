@@ -125,7 +125,7 @@ def main() -> None:
             if repeat:
                 times[name].append(elapsed)
             else:
-                first_loss[name] = float(loss)
+                first_loss[name] = float(loss.detach())
             print(f"{name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
     print(f"batch {args.batch}, {batch['input_ids'].shape[1]} tokens per row after the shared description of "
           f"{batch['prefix_ids'].shape[1]}; median of {args.repeats} steps after one warm-up step")
