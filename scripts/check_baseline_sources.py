@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-PRESENT = 0.1
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synth", required=True, help="an `aullava synth --baseline-sources` output folder")
@@ -43,6 +40,8 @@ def main() -> int:
     import pandas as pd
     from tqdm import tqdm
 
+    from aullava.answer_format import PRESENCE_THRESHOLD
+    from aullava.au_catalogue import normalize_au_id
     from aullava.faces.detector import FaceDetector, largest_face
     from aullava.faces.images import load_image
     from aullava.quiet import set_verbose
@@ -57,7 +56,7 @@ def main() -> int:
     aus = [c for c in sources.columns if c.startswith("AU")]
     warps["kind"] = warps["source"].map(sources["baseline"])
     teacher = Teacher()
-    teacher_id = {au: f"AU{int(au[2:])}" for au in aus}  # table columns are AU01, the teacher's ids AU1
+    teacher_id = {au: normalize_au_id(au) for au in aus}  # table columns are AU01, the teacher's ids AU1
     seen = [au for au in aus if teacher_id[au] in teacher.seen]
     rng = np.random.default_rng(args.seed)
     photo_root = Path(args.index).parent  # sources are the index's paths, relative to its folder
@@ -67,7 +66,7 @@ def main() -> int:
         return load_image(candidate if candidate.is_absolute() else photo_root / candidate)
 
     def labels_text(row) -> str:
-        shown = [f"{au} {row[au]:.2f}" for au in aus if pd.notna(row[au]) and row[au] >= PRESENT]
+        shown = [f"{au} {row[au]:.2f}" for au in aus if pd.notna(row[au]) and row[au] >= PRESENCE_THRESHOLD]
         return "\n".join(shown[:5]) or "(none)"
 
     labelled = warps[warps["kind"] == "labelled"]
@@ -108,7 +107,7 @@ def main() -> int:
             y, x = np.asarray(label, float).ravel(), np.asarray(read, float).ravel()
             ok = np.isfinite(y) & np.isfinite(x)
             y, x = y[ok], x[ok]
-            truth, guess = y >= PRESENT, x >= PRESENT
+            truth, guess = y >= PRESENCE_THRESHOLD, x >= PRESENCE_THRESHOLD
             f1 = 2 * (truth & guess).sum() / max(truth.sum() + guess.sum(), 1)
             print(f"{kind:<12} {len(label):5d} {np.abs(y - x).mean():6.3f} {np.corrcoef(y, x)[0, 1]:6.3f} {f1:6.3f}")
     return 0

@@ -57,7 +57,8 @@ class AnswerFormat(str, enum.Enum):
 
 ALL_FORMATS = (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS)
 ANSWER_CHARS = frozenset("[]0123456789., ")
-DIGITS = frozenset("0123456789")  # str.isdigit() would also accept other scripts' digits and superscripts
+DIGITS = frozenset("0123456789")
+PRESENCE_THRESHOLD = 0.10  # the project's rule: a 0–1 intensity x is present when x ≥ 0.10 (5·0.10 rounds to 1)  # str.isdigit() would also accept other scripts' digits and superscripts
 
 
 def _digits(text: str) -> bool:
@@ -170,7 +171,7 @@ def binary_from_discrete(values: np.ndarray) -> np.ndarray:
     return (np.asarray(values) >= 1).astype(np.float32)
 
 
-def discrete_from_continuous(values: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+def discrete_from_continuous(values: np.ndarray, threshold: float = PRESENCE_THRESHOLD) -> np.ndarray:
     """0..1 → 0..5 by rounding 5·x half up, so 0.10 (=0.5 on the FACS scale) is the first value counted as present.
     The presence test is the same comparison as `binary_from_continuous`, so float rounding near 0.1 cannot make
     the two formats disagree."""
@@ -179,6 +180,6 @@ def discrete_from_continuous(values: np.ndarray, threshold: float = 0.1) -> np.n
     return np.where(values >= threshold, rounded, 0).astype(np.float32)
 
 
-def binary_from_continuous(values: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+def binary_from_continuous(values: np.ndarray, threshold: float = PRESENCE_THRESHOLD) -> np.ndarray:
     """Occurrence from 0..1 intensity; the default threshold matches `discrete_from_continuous` (5·0.1 rounds to 1)."""
     return (np.asarray(values) >= threshold).astype(np.float32)

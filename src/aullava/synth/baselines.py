@@ -18,10 +18,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from aullava.answer_format import PRESENCE_THRESHOLD
 from aullava.files import atomic_write_csv
 
 SOURCES_FILE = "sources.csv"
-PRESENT = 0.10  # the project's presence threshold (`aullava.synth.sampling.sample_aus`)
 NEUTRAL, LABELLED = "neutral", "labelled"
 
 
@@ -45,9 +45,9 @@ def combine(added: Mapping[str, float], baseline: Mapping[str, float] | None, au
         base = math.nan if base is None else float(base)
         out[au] = math.nan if math.isnan(base) else min(1.0, max(0.0, base) + float(added.get(au, 0.0)))
     for mover, undone in UNDOES.items():
-        if float(added.get(mover, 0.0)) >= PRESENT:
+        if float(added.get(mover, 0.0)) >= PRESENCE_THRESHOLD:
             for au in undone:
-                if au in out and float(baseline.get(au, 0.0) or 0.0) >= PRESENT:
+                if au in out and float(baseline.get(au, 0.0) or 0.0) >= PRESENCE_THRESHOLD:
                     out[au] = math.nan
     return out
 

@@ -61,12 +61,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import binary_from_continuous, discrete_from_continuous
+from aullava.answer_format import PRESENCE_THRESHOLD, binary_from_continuous, discrete_from_continuous
 from aullava.au_catalogue import au_set
 
 
 CALIBRATION_FILE = "teacher_calibration.json"
-PRESENCE_THRESHOLD = 0.10  # the project's rule: present = x >= 0.10 (answer_format.binary_from_continuous)
 _DEFAULT_SET = au_set("default")
 DEFAULT_AUS: tuple[str, ...] = tuple(_DEFAULT_SET.ids)  # canonical ids "AU1" … "AU26"
 COLUMNS: dict[str, str] = dict(zip(DEFAULT_AUS, _DEFAULT_SET.openface_columns("")))  # "AU1" → "AU01"
