@@ -251,9 +251,9 @@ def test_feafa_text_rejects_and_drops(tmp_path):
 
 def test_manifest_openface_style(tmp_path):
     write(tmp_path / "imgs" / "a_0007.jpg", "x")
-    write(tmp_path / "m.csv", "image,subject,AU01_c,AU01_r,AU12_c,notes\n"
-                              "imgs/a_0007.jpg,p1,1,3,,hello\n"
-                              "/abs/b_0009.jpg,p2,0,,1,\n")
+    write(tmp_path / "m.csv", "image,subject,AU01_c,AU01_r,AU12_c,notes,source\n"
+                              "imgs/a_0007.jpg,p1,1,3,,hello,orig/a.jpg\n"
+                              "/abs/b_0009.jpg,p2,0,,1,,\n")
     fr = read_manifest(tmp_path / "m.csv")
     t = fr.table
     assert fr.name == "m" and fr.au_set.ids == ("AU1", "AU12") and t["dataset"].tolist() == ["m", "m"]
@@ -262,6 +262,7 @@ def test_manifest_openface_style(tmp_path):
     assert t["AU01"].iloc[0] == pytest.approx(0.6) and t["AU01_c"].tolist() == [1.0, 0.0]
     assert nan(t["AU01_r"].iloc[1]) and nan(t["AU12_c"].iloc[0]) and t[["AU12_r", "AU12"]].isna().all().all()
     assert any("notes" in p and "ignored" in p for p in fr.problems)
+    assert not any("source" in p for p in fr.problems)  # synth's provenance column is known, not a warning
     assert len(read_manifest(tmp_path / "m.csv", check_files=True)) == 1
 
 

@@ -7,7 +7,8 @@ Columns:
 - ``image``, or ``video`` + ``frame`` (0-based index into the video); an image-only manifest may still give
   ``frame``, else it is the number ending the image's name, else the row's 0-based position;
 - optional ``dataset`` (default: the manifest's file name) and ``sequence`` (default: the video, or the image's
-  folder);
+  folder); optional ``source``, the photo an image was made from (``aullava synth`` writes it), read as a note and
+  not kept, so synth's own manifests load without a warning;
 - AU columns, OpenFace style: ``AU01_c`` occurrence 0/1, ``AU01_r`` intensity as an integer 0-5 (a fractional
   intensity is rejected: give it as continuous ``value / 5`` instead), bare ``AU01`` continuous in [0, 1]; empty
   cells are "not labelled". ``AD`` and one-sided ids work the same (``AU02L_c``).
@@ -34,7 +35,7 @@ from aullava.datasets.labels import (LabelledFrames, au_columns, au_set_from_nam
 __all__ = ["read_manifest"]
 
 _AU_COLUMN = re.compile(r"^((?:AU|AD)\d+[LR]?)(?:_([cr]))?$", re.IGNORECASE)
-_META = ("dataset", "subject", "sequence", "image", "video", "frame")
+_META = ("dataset", "subject", "sequence", "image", "video", "frame", "source")
 _RANGE = {AnswerFormat.BINARY: (0, 1, True), AnswerFormat.DISCRETE: (0, 5, True),
           AnswerFormat.CONTINUOUS: (0, 1, False)}
 _MISSING_WORDS = {"nan", "none", "null", "n/a", "#n/a"}
