@@ -57,8 +57,8 @@ class AnswerFormat(str, enum.Enum):
 
 ALL_FORMATS = (AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS)
 ANSWER_CHARS = frozenset("[]0123456789., ")
-DIGITS = frozenset("0123456789")
-PRESENCE_THRESHOLD = 0.10  # the project's rule: a 0–1 intensity x is present when x ≥ 0.10 (5·0.10 rounds to 1)  # str.isdigit() would also accept other scripts' digits and superscripts
+DIGITS = frozenset("0123456789")  # str.isdigit() would also accept other scripts' digits and superscripts
+PRESENCE_THRESHOLD = 0.10  # the project's rule: a 0–1 intensity x is present when x ≥ 0.10 (5·0.10 rounds to 1)
 
 
 def _digits(text: str) -> bool:
