@@ -97,6 +97,39 @@ def test_masked_labels_never_reach_the_loss(mixed, char_tokenizer_dir):
     assert masked_seen > 0  # the fixtures do contain 9-codes and unlabelled formats
 
 
+def test_repeat_gives_a_small_dataset_its_share_of_the_mix(data_root, tmp_path):
+    from aullava.training.present_weights import present_shares
+
+    feafa = {"type": "feafa", "path": str(data_root / "FEAFA")}
+    once = build_dataset([feafa], num_aus=0, image_size=64, cache_root=str(tmp_path / "crops"))
+    mix = build_dataset([{**feafa, "repeat": 3}, {"type": "patterns", "num_samples": 5}], num_aus=2, image_size=64,
+                        cache_root=str(tmp_path / "crops"))
+    assert len(mix) == 3 * len(once) + 5
+    n = len(once)
+    assert all(np.array_equal(mix[i]["image"], mix[i + n]["image"]) and mix.formats_of(i) == mix.formats_of(i + 2 * n)
+               for i in range(n))
+    # the balanced present weights see the mix as training does: three times the FEAFA labels
+    tripled = build_dataset([{**feafa, "repeat": 3}], num_aus=0, image_size=64, cache_root=str(tmp_path / "crops"))
+    assert present_shares(tripled) == {au: (3 * p, 3 * t) for au, (p, t) in present_shares(once).items()}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_repeat_must_be_a_whole_number(bad):
+    with pytest.raises(ValueError, match=r"data.train: repeat must be a whole number ≥ 1 .* got "):
+        build_dataset([{"type": "patterns", "num_samples": 4, "repeat": bad}], num_aus=2, image_size=32)
+
+
+def test_eval_of_a_recipe_reads_each_frame_once(tmp_path):
+    from aullava.datasets.spec import load_eval_spec
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"train": [{"type": "manifest", "path": "real.csv", "repeat": 4}]}}))
+    assert load_eval_spec(recipe) == {"type": "manifest", "path": "real.csv"}
+    recipe.write_text(yaml.safe_dump({"type": "manifest", "path": "real.csv", "repeat": 0}))
+    with pytest.raises(ValueError, match="repeat must be a whole number"):
+        load_eval_spec(recipe)
+
+
 def test_training_on_a_mixed_fixture_runs(data_root, char_tokenizer_dir, tmp_path):
     config = tiny_model_config(char_tokenizer_dir)
     recipe = {"model": asdict(config),

@@ -9,7 +9,9 @@ A recipe's `data.train` (or `aullava eval --data`) is one dataset spec or a list
     {type: patterns, num_samples: 256}             # synthetic smoke-test images
 
 `ask: all` asks a dataset the whole AU set even where it labels only some AUs (the rest are masked); the default,
-`labelled`, asks only the AUs it labels.
+`labelled`, asks only the AUs it labels. `repeat: N` (training only) puts a dataset N times into the mix, the way
+to give a small set its share next to a large one (3,000 real photos beside 24,000 synthetic warps, say); evaluation
+reads every frame once and ignores it.
 
 `fold` + `split` pick the subject-exclusive partition (the standard 3 folds for BP4D/DISFA, seeded folds for the
 rest); other keys go to the reader.
@@ -30,7 +32,8 @@ from aullava.datasets.samples import LabelledFaces, MixedDataset, frame_source, 
 from aullava.datasets.labels import LabelledFrames, derive_formats, merge
 from aullava.datasets.manifest import read_manifest
 from aullava.datasets.patterns import PatternFaces
-from aullava.datasets.spec import SPLIT_KEYS, check_keys, closest_hint, dropped_summary, reader_keys
+from aullava.datasets.spec import (SPLIT_KEYS, check_keys, closest_hint, dropped_summary, reader_keys,
+                                   training_repeat)
 from aullava.datasets.splits import split_frames
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,12 @@ def build_dataset(spec: dict[str, Any] | list[dict[str, Any]], num_aus: int, ima
     if not isinstance(spec, dict):
         raise ValueError(f"data.train: a dataset spec must be a mapping with a type, found {type(spec).__name__}")
     spec = dict(spec)
+    repeat = training_repeat(spec.pop("repeat", 1), "data.train")
+    if repeat > 1:
+        one = build_dataset(spec, num_aus, image_size, cache_root, workers, geometry)
+        log.info("%s: %d samples, repeated %d times in the training mix", spec.get("path") or spec.get("root")
+                 or spec.get("type"), len(one), repeat)
+        return MixedDataset([one] * repeat)
     if spec.get("type") == "patterns":
         check_keys(spec, ["type", *reader_keys(PatternFaces, skip=("num_aus", "image_size", "geometry"))],
                    "data.train", "patterns")

@@ -11,7 +11,6 @@ from typing import Any, Callable
 import yaml
 
 SPLIT_KEYS = ("type", "fold", "split", "fold_seed")
-SAMPLE_KEYS = ("ask",)
 
 
 def closest_hint(name: str, valid) -> str:
@@ -19,6 +18,14 @@ def closest_hint(name: str, valid) -> str:
 
     match = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def training_repeat(value: Any, where: str) -> int:
+    """A dataset spec's `repeat` (how many times it enters the training mix), checked: a whole number ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: repeat must be a whole number ≥ 1 (times the dataset enters the training mix), "
+                         f"got {value!r}")
+    return value
 
 
 def reader_keys(reader: Callable, skip: tuple[str, ...] = ()) -> list[str]:
@@ -35,7 +42,8 @@ def check_keys(spec: dict[str, Any], valid: list[str], where: str, kind: str) ->
 
 def load_eval_spec(path: str | Path) -> dict[str, Any]:
     """`--data` YAML → one dataset spec: a spec, a one-item list, or a training recipe (its data.eval, else
-    data.train)."""
+    data.train). A `repeat` (a weight in the training mix) is checked and dropped: evaluation reads every frame
+    once."""
     path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text())
@@ -57,6 +65,8 @@ def load_eval_spec(path: str | Path) -> dict[str, Any]:
         spec = spec[0]
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a dataset spec (a mapping with a type), found {type(spec).__name__}")
+    spec = dict(spec)
+    training_repeat(spec.pop("repeat", 1), str(path))  # a training-mix weight: evaluation reads every frame once
     return spec
 
 
