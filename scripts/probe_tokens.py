@@ -1,10 +1,12 @@
 """How much each AU the image side of a checkpoint carries: a ridge probe on its face tokens, fitted on training
 faces and scored on held-out ones, for several checkpoints on the same faces.
 
-Why: the LLM stage of the default model reads the face tokens about as well as a linear read-out of them
-(MODEL_CARD.md, "Targets"), and training it costs ~1.5 h here against ~25 min for the vision warm-up. So an arm that
-changes the data or the image side can be judged from its warm-up checkpoint (`OUT/vision-warmup`) in minutes, and a
-drop of the finished model can be traced to the tokens (probe drops too) or to the LLM stage (probe holds).
+Why: a linear read-out of the face tokens bounds what the LLM stage gets from the image side (on synthetic warps
+the default model's LLM stage reached about the probe's score, MODEL_CARD.md "Targets"; on real photos it stays
+below it, docs/default-model-v2-progress.md "Token probe"), and training that stage costs ~1.5 h here against ~25 min
+for the vision warm-up. So an arm that changes the data or the image side can be judged from its warm-up checkpoint
+(`OUT/vision-warmup`) in minutes, and a drop of the finished model can be traced to the tokens (probe drops too) or
+to the LLM stage (probe holds).
 
     .venv/bin/python scripts/probe_tokens.py "shipped=src/aullava/resources/default_model" \
         "v3b=runs/default-model-v3b/vision-warmup" \
