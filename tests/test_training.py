@@ -101,3 +101,15 @@ def test_balanced_present_weight_needs_label_tables(char_tokenizer_dir, tmp_path
     check_recipe(recipe)
     with pytest.raises(ValueError, match="present_weight: balanced needs datasets with label tables"):
         build_training(recipe)
+
+
+def test_activation_checkpointing_trains(char_tokenizer_dir, tmp_path):
+    """The paper recipe's `activation_checkpointing: true` (the memory saver of a 7B run): Trainer turns it on
+    through the model and the step still trains."""
+    recipe = _recipe(char_tokenizer_dir, tmp_path / "run", 2)
+    recipe["training"].update(activation_checkpointing=True, save_steps=10)
+    trainer = train(recipe)
+    model = trainer.model
+    assert model.language_model.is_activation_checkpointing
+    assert model.vision_encoder.tower.is_activation_checkpointing
+    assert trainer.state.global_step == 2 and np.isfinite(trainer.state.log_history[-1]["train_loss"])

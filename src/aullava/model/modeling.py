@@ -128,12 +128,15 @@ class AuLlavaModel(nn.Module):
         )
         inject_adapter_in_model(self.lora_config, self)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Called by Trainer for `gradient_checkpointing: true`; non-reentrant, so frozen inputs need no grads."""
-        kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
+                                        every_n_layers: int = 1, offload: bool = False) -> None:
+        """Called by Trainer for `activation_checkpointing: true` (a 7B LLM's activations do not fit otherwise);
+        non-reentrant, so frozen inputs need no grads. Passed on to the parts that are transformers models."""
+        kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
         for part in (self.language_model, getattr(self.vision_encoder, "tower", None)):
             if part is not None and getattr(part, "supports_gradient_checkpointing", False):
-                part.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                part.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs,
+                                                     every_n_layers=every_n_layers, offload=offload)
 
     def merge_lora(self) -> "AuLlavaModel":
         """For inference only: folds every LoRA update into its base weight and removes the LoRA wrappers (one
