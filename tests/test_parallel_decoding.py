@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_char_tokenizer, tiny_model_config
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
 from aullava.inference import generate_answers
 from aullava.model.parallel_decoding import AnswerGrammar, ParallelDecoder
 
@@ -101,15 +101,16 @@ def test_any_draft_gives_the_greedy_answer(char_tokenizer_dir):
     for answers, expected in zip(decoder.decode(crops, drafts=drafts), reference):
         for fmt in ALL_FORMATS:
             assert answers[fmt].text == expected[fmt].text
-    # drafting from the exact answers needs a single pass
-    exact = {fmt: [r[fmt].values for r in reference] for fmt in ALL_FORMATS}
+    # drafting from the exact (greedy) answers needs a single pass
+    exact = {fmt: [parse_answer(r[fmt].text, fmt, 12) for r in reference] for fmt in ALL_FORMATS}
     assert all(r[fmt].passes == 1 for r in decoder.decode(crops, drafts=exact) for fmt in ALL_FORMATS)
 
 
 def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
     model = tiny_model(char_tokenizer_dir, "bp4d", 6)
-    readouts = ParallelDecoder(model).decode(random_crops(60, 6))
-    for face in readouts:
+    crops = random_crops(60, 6)
+    greedy = ParallelDecoder(model, intensity="greedy").decode(crops)
+    for face, mean in zip(greedy, ParallelDecoder(model).decode(crops)):
         binary, discrete, continuous = face[B], face[D], face[C]
         for readout, size in ((binary, 2), (discrete, 6)):
             dist = readout.distribution
@@ -123,6 +124,43 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
         assert continuous.distribution is None
         for readout, fmt in ((binary, B), (discrete, D), (continuous, C)):
             np.testing.assert_array_equal(readout.values, parse_answer(readout.text, fmt, 12))
+        # the mean readout: same texts and probabilities; intensities are the expectation on the format's grid
+        for fmt in ALL_FORMATS:
+            assert mean[fmt].text == face[fmt].text
+            np.testing.assert_array_equal(mean[fmt].expected, face[fmt].expected)
+        np.testing.assert_array_equal(mean[B].values, binary.values)
+        np.testing.assert_array_equal(mean[D].values, np.floor(discrete.expected + 0.5))
+        np.testing.assert_allclose(mean[C].values, continuous.expected, atol=0.005 + 1e-6)
+        np.testing.assert_array_equal(mean[C].values, parse_answer(serialize_answer(mean[C].values, C), C, 12))
+    changed = np.mean([(m[D].values != g[D].values).mean() for m, g in zip(ParallelDecoder(model).decode(crops),
+                                                                             greedy)])
+    assert changed > 0.05  # a random model hesitates: its mean and mode differ on some values
+
+
+def test_present_weight_tilt_is_undone(char_tokenizer_dir):
+    """A model trained with present weight w learned w-times the odds of the digits that make a value present;
+    its probabilities divide them by w again (exactly the hand computation), its greedy texts stay as they are."""
+    from aullava.model.parallel_decoding import _value_probabilities
+
+    expected, dist = _value_probabilities("[2]", D, 1, {1: {"0": 0.4, "2": 0.6}}, np.array([4.0]))
+    np.testing.assert_allclose(dist[0], [0.4 / 0.55, 0, 0.15 / 0.55, 0, 0, 0], atol=1e-6)
+    assert expected[0] == pytest.approx(2 * 0.15 / 0.55)
+    expected, _ = _value_probabilities("[0.30]", C, 1, {3: {"0": 0.5, "3": 0.5}}, np.array([4.0]))
+    assert expected[0] == pytest.approx(0.8 * 0.045 + 0.2 * 0.3)  # tenths 0 → 0.8, 3 → 0.2; off-path middle
+
+    model = tiny_model(char_tokenizer_dir, ["AU1", "AU2"], 9)
+    crops = random_crops(20, 9)
+    plain = ParallelDecoder(model).decode(crops)
+    model.config.present_weights = {"AU2": 3.0}  # AU1 keeps `present_weight` (1)
+    tilted = ParallelDecoder(model).decode(crops)
+    for before, after in zip(plain, tilted):
+        for fmt in ALL_FORMATS:
+            assert after[fmt].text == before[fmt].text
+        np.testing.assert_array_equal(after[B].expected, before[B].expected)  # binary: Platt's job
+        np.testing.assert_allclose(after[D].distribution[0], before[D].distribution[0], atol=1e-6)
+        p, q = before[D].distribution[1], after[D].distribution[1]
+        np.testing.assert_allclose(q, np.r_[p[0], p[1:] / 3] / (p[0] + p[1:].sum() / 3), atol=1e-5)
+        assert after[C].expected[1] <= before[C].expected[1] + 1e-6
 
 
 def test_calibration_moves_probabilities_as_documented_and_never_the_answers(char_tokenizer_dir):
@@ -214,6 +252,14 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_array_equal(p >= 0.5, table[["AU01_c", "AU12_c"]].to_numpy() == 1)
     assert table[["AU01_r_mean", "AU12_r_mean"]].to_numpy().max() <= 5
+    # the default intensity readout: the expectations on the answer grids
+    np.testing.assert_array_equal(table[["AU01_r", "AU12_r"]].to_numpy(),
+                                  np.floor(table[["AU01_r_mean", "AU12_r_mean"]].to_numpy() + 0.5))
+    np.testing.assert_allclose(table[["AU01_i", "AU12_i"]].to_numpy(),
+                               table[["AU01_i_mean", "AU12_i_mean"]].to_numpy(), atol=0.005 + 1e-6)
     sequential = Predictor(model, detector=detector, decoder="sequential").predict_table([image])
     assert list(sequential.columns) == [*head, *answers, "error"]
-    np.testing.assert_array_equal(sequential[answers].to_numpy(), table[answers].to_numpy()[:1])
+    greedy = Predictor(model, detector=detector, intensity="greedy").predict_table([image])
+    np.testing.assert_array_equal(sequential[answers].to_numpy(), greedy[answers].to_numpy())
+    with pytest.raises(ValueError, match="parallel decoder"):
+        Predictor(model, detector=detector, decoder="sequential", intensity="mean")

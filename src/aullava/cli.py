@@ -68,7 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         model = _load_for_readout(args.model)
         table, truth, keys, formats = _model_predictions(args, frames, formats, ask, model)
-        source = f"aullava: {args.model or 'default model'}"
+        source = f"aullava: {args.model or 'default model'}, {args.intensity} intensities"
     if not formats:
         raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
     results = evaluate_tables(truth, table, frames.au_set, formats, keys=keys)
@@ -115,7 +115,8 @@ def _model_predictions(args: argparse.Namespace, frames, formats: list[str], ask
     print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
                                                     if unasked else ""), file=sys.stderr)
     formats = [f for f in formats if f in faces.au_sets]
-    table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet)
+    table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet,
+                            intensity=getattr(args, "intensity", "mean"))
     return table, faces.table, truth_keys(faces.table), formats
 
 
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
     evaluate.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
+                          help="discrete and continuous values: the expected intensity on the format's grid (mean, "
+                               "the default) or the digits the LLM wrote greedily")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)
 

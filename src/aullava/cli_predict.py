@@ -32,6 +32,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                          "processes one shard per process, joined by rank 0")
     predict.add_argument("--batch-size", type=positive_int, default=8, help="faces×formats per LLM batch")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    predict.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
+                         help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
+                              "the digits the LLM wrote greedily")
     video = predict.add_argument_group("videos")
     video.add_argument("--every", type=positive_int, default=1, metavar="N",
                        help="analyse every N-th frame (counted from the first analysed one; default 1: all)")
@@ -159,7 +162,7 @@ def _load_predictor(args, device, info):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = Predictor(args.model, batch_size=args.batch_size, device=device)
+        predictor = Predictor(args.model, batch_size=args.batch_size, device=device, intensity=args.intensity)
     if info.is_main:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)

@@ -98,13 +98,24 @@ class Predictor:
 
     `decoder`: "parallel" (Jacobi decoding: the same greedy answers, several times faster, with probabilities) or
     "sequential" (one token per pass: the reference). `precision` "bf16" runs the LLM under bfloat16 autocast (faster
-    on CPUs with AMX; answers may differ from fp32 where the model hesitates). A model loaded here gets its LoRA
+    on CPUs with AMX; answers may differ from fp32 where the model hesitates). `intensity`: the discrete and
+    continuous values, "mean" (the expected intensity on the format's grid, the parallel decoder's default) or
+    "greedy" (the digits the LLM wrote; the sequential decoder's only readout). A model loaded here gets its LoRA
     merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
-                 device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32"):
+                 device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
+                 intensity: str | None = None):
+        from aullava.model.parallel_decoding import INTENSITY_READOUTS
+
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+        intensity = intensity or ("mean" if decoder == "parallel" else "greedy")
+        if intensity not in INTENSITY_READOUTS:
+            raise ValueError(f"unknown intensity readout {intensity!r}; expected "
+                             f"{', '.join(INTENSITY_READOUTS)}")
+        if intensity == "mean" and decoder != "parallel":
+            raise ValueError("the mean intensity readout needs the parallel decoder's probabilities")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         owned = not isinstance(model, AuLlavaModel)
@@ -114,7 +125,7 @@ class Predictor:
         if owned:
             self.model.merge_lora()
         self.batch_size = batch_size
-        self.decoder_name, self.precision = decoder, precision
+        self.decoder_name, self.precision, self.intensity = decoder, precision, intensity
         self._detector = detector
         self._parallel = None
 
@@ -123,7 +134,8 @@ class Predictor:
         if self._parallel is None:
             from aullava.model.parallel_decoding import ParallelDecoder
 
-            self._parallel = ParallelDecoder(self.model, autocast_dtype=PRECISIONS[self.precision])
+            self._parallel = ParallelDecoder(self.model, autocast_dtype=PRECISIONS[self.precision],
+                                             intensity=self.intensity)
         return self._parallel
 
     @property

@@ -351,12 +351,15 @@ def _metrics(res: dict[str, Any], fmt: str) -> tuple[str, ...]:
 
 
 def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
-                    batch_size: int = 8, progress: bool = True, decoder: str = "parallel") -> pd.DataFrame:
+                    batch_size: int = 8, progress: bool = True, decoder: str = "parallel",
+                    intensity: str = "mean") -> pd.DataFrame:
     """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
 
     Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
     `decoder="parallel"` (the readout `predict` uses) also gives the expectation columns (`AU01_p` p(present),
-    `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only."""
+    `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only (greedy).
+    `intensity`: the parallel decoder's readout of discrete and continuous values ("mean" or "greedy",
+    `ParallelDecoder`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -377,7 +380,7 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     expected = {f: np.full_like(values[f], np.nan) for f in formats}
     bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
     for au_set, fmts in groups.values():
-        parallel = ParallelDecoder(model, au_set=au_set) if decoder == "parallel" else None
+        parallel = ParallelDecoder(model, au_set=au_set, intensity=intensity) if decoder == "parallel" else None
         for start in range(0, len(faces), batch_size):
             rows = range(start, min(start + batch_size, len(faces)))
             crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))

@@ -16,6 +16,15 @@ draft has "0."), that simply shows up as a difference and is corrected like a wr
 What a face shares is computed once: the description's cache once per decoder, the image tokens once per face, and
 the three formats branch from that state. At the fixed point every position's distribution was computed from the
 greedy prefix before it, which gives the probabilities (`Readout`) at no extra cost.
+
+Intensity answers (discrete 0–5, continuous 0–1) are then read out as the expected intensity rounded to the format's
+grid (`intensity="mean"`, the default), not the greedy digits: the value with the least expected squared error
+under the model's own distribution (minimum-Bayes-risk decoding of a number, as in Lukasik et al., "Regression-aware
+inference with LLMs", 2024). Greedy digits take the mode one digit at a time, so a model that spreads a face's
+tenths digit over 0–3 writes "0.0…" for every such face and ranks them all alike. Before the expectation, the
+tilt the training loss put on the digits is undone: a present weight w multiplies the loss of the digits that make
+a value present, which multiplies their learned odds by w (the minimiser of a weighted cross-entropy), so their
+probabilities are divided by w again. Binary p(present) has its fitted Platt shift instead (`aullava calibrate`).
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
+from aullava.answer_format import (ALL_FORMATS, AnswerFormat, format_value, is_complete, is_valid_prefix,
+                                   parse_answer)
 from aullava.au_catalogue import AUSet
 from aullava.model.decoding import answer_vocabulary
 from aullava.model.llm import final_logits
@@ -91,15 +101,22 @@ class AnswerGrammar:
         return rest + ", ".join(guesses[index + 1:]) + "]"
 
 
+INTENSITY_READOUTS = ("mean", "greedy")
+
+
 @dataclass
 class Readout:
     """One answer and what the model thought of each value.
 
-    `distribution` (AUs × values) holds, at each value, the model's distribution over the values the constraint
-    allowed there, given the greedy values before it: binary over (0, 1), discrete over 0..5. `expected` is its
-    expectation: binary p(present), discrete the expected intensity 0..5, continuous the expected intensity 0..1 (at
-    each digit the expectation over the allowed digits; a digit off the greedy path is followed by the middle of what
-    the remaining digits could add, since the model was not asked about that branch)."""
+    `text` is the greedy answer the LLM wrote. `values` is the answer: the text's for binary and for
+    `intensity="greedy"`; for discrete and continuous under `intensity="mean"` the expectation rounded to the format's
+    grid (0..5, two decimals). `distribution` (AUs × values) holds, at each value, the model's distribution over
+    the values the constraint allowed there, given the greedy values before it: binary over (0, 1), discrete over
+    0..5 (present values divided by the present weight, see the module docstring). `expected` is its expectation:
+    binary p(present), discrete the expected intensity 0..5, continuous the expected intensity 0..1 (at each digit
+    the expectation over the allowed digits, the tenths digit untilted like the discrete values; a digit off the
+    greedy path is followed by the middle of what the remaining digits could add, since the model was not asked
+    about that branch)."""
 
     text: str
     values: np.ndarray
@@ -124,10 +141,16 @@ def _first_digit(text: str) -> str:
 class ParallelDecoder:
     """Decodes answers for batches of face crops; holds the description's key/value cache for reuse across calls.
 
-    Build it again after changing the model's weights (the cache would be stale)."""
+    Build it again after changing the model's weights (the cache would be stale). `intensity`: how discrete and
+    continuous values are read out, "mean" (the expectation on the format's grid) or "greedy" (the text's digits)."""
 
-    def __init__(self, model, au_set: AUSet | None = None, autocast_dtype: torch.dtype | None = None):
+    def __init__(self, model, au_set: AUSet | None = None, autocast_dtype: torch.dtype | None = None,
+                 intensity: str = "mean"):
+        if intensity not in INTENSITY_READOUTS:
+            raise ValueError(f"unknown intensity readout {intensity!r}; expected "
+                             f"{', '.join(INTENSITY_READOUTS)}")
         self.model = model
+        self.intensity = intensity
         self.au_set = au_set or model.au_set
         self.tokenizer = model.tokenizer
         self.autocast_dtype = autocast_dtype
@@ -141,6 +164,9 @@ class ParallelDecoder:
         self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
         self.temperature = dict(model.config.probability_temperature or {})
         self.bias = dict(model.config.probability_bias or {})
+        config = model.config
+        self.present_weights = np.array([float((config.present_weights or {}).get(au, config.present_weight))
+                                         for au in self.au_set.ids])
 
     # ----- model passes --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -220,7 +246,7 @@ class ParallelDecoder:
             readouts = self._decode_format(faces, start, fmt, [_as_format(g, fmt) for g in guesses])
             for face, readout in enumerate(readouts):
                 results[face][fmt] = readout
-            previous = [(r.values, fmt) for r in readouts]
+            previous = [(parse_answer(r.text, fmt, len(self.au_set)), fmt) for r in readouts]  # greedy drafts
         return results
 
     def _tokens(self, text: str) -> list[int]:
@@ -363,9 +389,21 @@ class ParallelDecoder:
                         dist[candidate[within]] = dist.get(candidate[within], 0.0) + float(p)
                 total = sum(dist.values())
                 digit_probs[at] = {d: p / total for d, p in dist.items()} if total > 0 else {text[at]: 1.0}
-        expected, distribution = _value_probabilities(text, fmt, grammar.num_aus, digit_probs)
+        weights = None if fmt is AnswerFormat.BINARY else self.present_weights
+        expected, distribution = _value_probabilities(text, fmt, grammar.num_aus, digit_probs, weights)
+        if self.intensity == "mean" and fmt is not AnswerFormat.BINARY:
+            values = intensity_answer(expected, fmt)
         return Readout(text=text, values=values, expected=expected, distribution=distribution, passes=row.passes,
                        token_ids=list(ids))
+
+
+def intensity_answer(expected: np.ndarray, fmt: AnswerFormat) -> np.ndarray:
+    """The expected intensities as an answer of `fmt`: rounded to the grid the format writes (0..5, two decimals),
+    exactly as parsing that answer gives them."""
+    grid = np.floor(np.clip(np.asarray(expected, dtype=np.float64), 0, fmt.max_value) * (
+        100 if fmt is AnswerFormat.CONTINUOUS else 1) + 0.5) / (100 if fmt is AnswerFormat.CONTINUOUS else 1)
+    text = "[" + ", ".join(format_value(v, fmt) for v in grid) + "]"
+    return parse_answer(text, fmt, len(grid))
 
 
 def _repair(value: str, grammar: AnswerGrammar) -> str:
@@ -398,9 +436,18 @@ def _as_format(guess, fmt: AnswerFormat) -> list[str]:
     return [format_value(v, fmt) for v in np.clip(values, 0, fmt.max_value)]
 
 
-def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int,
-                         digit_probs: dict[int, dict[str, float]]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per AU: the distribution over its values (binary, discrete) and the expected value."""
+def _untilt(dist: dict[str, float], weight: float, present) -> dict[str, float]:
+    """A digit distribution with the digits that make a value present divided by the present weight."""
+    scaled = {d: p / weight if present(d) else p for d, p in dist.items()}
+    total = sum(scaled.values())
+    return {d: p / total for d, p in scaled.items()}
+
+
+def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int, digit_probs: dict[int, dict[str, float]],
+                         present_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per AU: the distribution over its values (binary, discrete) and the expected value. `present_weights` (one
+    per AU, discrete and continuous only): the training tilt to undo (module docstring)."""
+    weights = np.ones(num_aus) if present_weights is None else np.asarray(present_weights, dtype=np.float64)
     spans, at = [], 1
     for value in text[1:-1].split(", "):
         spans.append((at, value))
@@ -409,7 +456,8 @@ def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int,
         size = int(fmt.max_value) + 1
         distribution = np.zeros((num_aus, size), dtype=np.float64)
         for i, (offset, _) in enumerate(spans):
-            for digit, p in digit_probs.get(offset, {text[offset]: 1.0}).items():
+            dist = digit_probs.get(offset, {text[offset]: 1.0})
+            for digit, p in _untilt(dist, weights[i], lambda d: d != "0").items():
                 distribution[i, int(digit)] += p
         expected = distribution @ np.arange(size)
         return expected.astype(np.float32), distribution.astype(np.float32)
@@ -417,7 +465,8 @@ def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int,
     for i, (offset, value) in enumerate(spans):
         # value = d0 . d1 d2; expectation along the greedy path, the middle of the range off it
         first = digit_probs.get(offset, {value[0]: 1.0})
-        tenth = digit_probs.get(offset + 2, {value[2]: 1.0})
+        # the tenths digit decides presence (x ≥ 0.10), so it carries the tilt; "1.00" is too rare to correct
+        tenth = _untilt(digit_probs.get(offset + 2, {value[2]: 1.0}), weights[i], lambda d: d != "0")
         hundredth = digit_probs.get(offset + 3, {value[3]: 1.0})
         e2 = sum(int(d) * p for d, p in hundredth.items()) / 100
         e1 = sum(p * (int(d) / 10 + (e2 if d == value[2] else 0.045)) for d, p in tenth.items())
