@@ -400,8 +400,8 @@ class ParallelDecoder:
 def intensity_answer(expected: np.ndarray, fmt: AnswerFormat) -> np.ndarray:
     """The expected intensities as an answer of `fmt`: rounded to the grid the format writes (0..5, two decimals),
     exactly as parsing that answer gives them."""
-    grid = np.floor(np.clip(np.asarray(expected, dtype=np.float64), 0, fmt.max_value) * (
-        100 if fmt is AnswerFormat.CONTINUOUS else 1) + 0.5) / (100 if fmt is AnswerFormat.CONTINUOUS else 1)
+    steps = 100 if fmt is AnswerFormat.CONTINUOUS else 1  # grid points per unit
+    grid = np.floor(np.clip(np.asarray(expected, dtype=np.float64), 0, fmt.max_value) * steps + 0.5) / steps
     text = "[" + ", ".join(format_value(v, fmt) for v in grid) + "]"
     return parse_answer(text, fmt, len(grid))
 
