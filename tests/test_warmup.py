@@ -92,6 +92,34 @@ def test_frozen_parts_keep_their_warm_up_weights(char_tokenizer_dir, tmp_path):
         train({**recipe, "vision_stage": {**recipe["vision_stage"], "freeze": ["llm"]}}, resume=False)
 
 
+def test_an_arm_can_take_another_models_image_side_instead_of_warming_up(char_tokenizer_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from aullava.training.recipe import check_recipe
+
+    config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
+    first = tmp_path / "first"
+    recipe = {"model": asdict(config), "vision_stage": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
+              "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
+              "training": {"output_dir": str(first), "per_device_train_batch_size": 4, "max_steps": 3,
+                           "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+    train(recipe, resume=False)
+    second = tmp_path / "second"
+    train({**recipe, "vision_stage": {"from": str(first), "freeze": ["vision", "projector"]},
+           "training": {**recipe["training"], "output_dir": str(second), "seed": 1}}, resume=False)
+    assert not (second / VISION_STAGE_DIR).exists()
+    for name in ("projector.safetensors", "adapter_model.safetensors"):
+        source, arm = load_file(str(first / name)), load_file(str(second / name))
+        for key, tensor in source.items():
+            same = torch.equal(tensor, arm[key])
+            assert same != key.startswith("language_model."), key  # image side taken, LLM LoRA its own
+
+    with pytest.raises(ValueError, match="drop 'steps' or 'from'"):
+        check_recipe({**recipe, "vision_stage": {"from": str(first), "steps": 3}})
+    with pytest.raises(ValueError, match="not a model directory"):
+        check_recipe({**recipe, "vision_stage": {"from": str(tmp_path / "nowhere")}})
+
+
 class _KilledAfter(torch.utils.data.Dataset):
     """A dataset that 'kills the run' (raises KeyboardInterrupt) after `limit` samples, and counts what it served."""
 

@@ -382,6 +382,26 @@ class AuLlavaModel(nn.Module):
             if result.unexpected_keys:
                 raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
 
+    def load_image_side(self, directory: str | Path) -> None:
+        """Loads only what the vision stage trains (encoder LoRA or weights, projector, geometry stream) from
+        another model's checkpoint; the LLM keeps its fresh LoRA. Arms that differ only in their LLM stage can
+        then share one warm-up instead of repeating it (`vision_stage.from` in a recipe). The whole checkpoint is
+        checked first, so a model of another architecture is refused with the tensor that differs."""
+        directory = Path(directory)
+        files = self.read_checkpoint(directory)
+        self.projector.load_state_dict(files[PROJECTOR_NAME])
+        image_side = {k: v for name in (BASE_NAME, GEOMETRY_NAME) for k, v in files.get(name, {}).items()
+                      if not k.startswith("language_model.")}
+        if image_side:
+            self.load_state_dict(image_side, strict=False)
+        if self.lora_config is not None:
+            from peft import set_peft_model_state_dict
+
+            vision = {k: v for k, v in files[ADAPTER_NAME].items() if k.startswith("vision_encoder.")}
+            result = set_peft_model_state_dict(self, vision)
+            if result.unexpected_keys:
+                raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
+
     def trainable_parameters(self) -> dict[str, int]:
         counts = {"projector": 0, "lora_vision": 0, "lora_llm": 0, **({"geometry": 0} if self.wants_geometry else {})}
         for name, param in self.named_parameters():

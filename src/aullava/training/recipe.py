@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("model", "data", "vision_stage", "training")
 DATA_KEYS = ("train", "eval", "formats", "share_prefix", "crop_cache", "preprocess_workers")
-VISION_STAGE_KEYS = ("steps", "batch_size", "learning_rate", "freeze")
+VISION_STAGE_KEYS = ("steps", "batch_size", "learning_rate", "freeze", "from")
 # old spelling → new: read with a deprecation note (`warmup:` was easy to confuse with `training.warmup_steps`)
 RENAMED_SECTIONS = {"warmup": "vision_stage"}
 VISION_STAGE_DIR = "vision-warmup"  # where a run keeps the vision stage's result (name kept: runs resume from it)
@@ -95,6 +95,13 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         unknown = set(recipe["vision_stage"].get("freeze") or []) - set(FREEZABLE)
         if unknown:
             raise ValueError(f"vision_stage.freeze: unknown parts {sorted(unknown)}; expected some of {FREEZABLE}")
+        source = recipe["vision_stage"].get("from")
+        if source is not None:
+            if recipe["vision_stage"].get("steps"):
+                raise ValueError("vision_stage: 'from' takes a trained image side instead of warming up; "
+                                 "drop 'steps' or 'from'")
+            if not (Path(source) / CONFIG_NAME).is_file():
+                raise ValueError(f"vision_stage.from: {source} is not a model directory (no {CONFIG_NAME})")
     check_keys(recipe["training"], [f.name for f in dataclasses.fields(TrainingArguments) if f.init], "training")
     return recipe
 
@@ -144,7 +151,7 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
 
     A `vision_stage:` section ({steps, batch_size, learning_rate, freeze}) first runs
     `aullava.training.vision_stage.warm_up_vision` and saves its result under `<output_dir>/vision-warmup`, so a
-    restarted run does not repeat it."""
+    restarted run does not repeat it. `vision_stage.from: <model dir>` takes that model's image side instead."""
     recipe = check_recipe(recipe)
     trainer = build_training(recipe, callbacks)
     output_dir = Path(trainer.args.output_dir)
@@ -202,9 +209,13 @@ def freeze_parts(model: AuLlavaModel, parts: list[str]) -> None:
 
 
 def _vision_stage(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path) -> None:
+    model = trainer.model
+    if spec.get("from") is not None:
+        log.info("vision stage: the image side of %s", spec["from"])
+        model.load_image_side(spec["from"])
+        return
     if int(spec.get("steps", 0)) <= 0:
         return
-    model = trainer.model
     if (directory / CONFIG_NAME).is_file():
         log.info("vision stage: loading %s", directory)
         model.load_trainable(directory)
