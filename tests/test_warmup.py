@@ -72,15 +72,20 @@ def test_training_runs_the_warm_up_once(char_tokenizer_dir, tmp_path):
     assert (warm / "projector.safetensors").stat().st_mtime_ns == stamp  # loaded, not trained again
 
 
+def _frozen_image_side_recipe(char_tokenizer_dir, out) -> dict:
+    """A tiny two-stage recipe: 3 warm-up steps, then 3 LLM steps with the image side frozen, into `out`."""
+    config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
+    return {"model": asdict(config), "vision_stage": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
+            "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
+            "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 3,
+                         "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+
+
 def test_frozen_parts_keep_their_warm_up_weights(char_tokenizer_dir, tmp_path):
     from safetensors.torch import load_file
 
-    config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
     out = tmp_path / "run"
-    recipe = {"model": asdict(config), "vision_stage": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
-              "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
-              "training": {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 3,
-                           "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+    recipe = _frozen_image_side_recipe(char_tokenizer_dir, out)
     train(recipe, resume=False)
     warm, final = out / VISION_STAGE_DIR, out
     for name in ("projector.safetensors", "adapter_model.safetensors"):
@@ -97,12 +102,8 @@ def test_an_arm_can_take_another_models_image_side_instead_of_warming_up(char_to
 
     from aullava.training.recipe import check_recipe
 
-    config = tiny_model_config(char_tokenizer_dir, au_set=AUS)
     first = tmp_path / "first"
-    recipe = {"model": asdict(config), "vision_stage": {"steps": 3, "batch_size": 8, "freeze": ["vision", "projector"]},
-              "data": {"train": {"type": "patterns", "num_samples": 32, "seed": 0}, "formats": ["binary"]},
-              "training": {"output_dir": str(first), "per_device_train_batch_size": 4, "max_steps": 3,
-                           "learning_rate": 1e-2, "use_cpu": True, "disable_tqdm": True, "report_to": []}}
+    recipe = _frozen_image_side_recipe(char_tokenizer_dir, first)
     train(recipe, resume=False)
     second = tmp_path / "second"
     train({**recipe, "vision_stage": {"from": str(first), "freeze": ["vision", "projector"]},

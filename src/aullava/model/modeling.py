@@ -364,41 +364,29 @@ class AuLlavaModel(nn.Module):
     def load_trainable(self, directory: str | Path) -> None:
         """Loads base (random-init parts), projector and LoRA weights from a checkpoint directory in place, after
         checking that every expected tensor is there with its shape."""
-        directory = Path(directory)
-        files = self.read_checkpoint(directory)
-        if BASE_NAME in files:
-            missing, unexpected = self.load_state_dict(files[BASE_NAME], strict=False)
-            if unexpected:
-                raise ValueError(f"{directory / BASE_NAME}: unexpected weights {unexpected[:5]}")
-        self.projector.load_state_dict(files[PROJECTOR_NAME])
-        if GEOMETRY_NAME in files:
-            missing, unexpected = self.load_state_dict(files[GEOMETRY_NAME], strict=False)
-            if unexpected:
-                raise ValueError(f"{directory / GEOMETRY_NAME}: unexpected weights {unexpected[:5]}")
-        if self.lora_config is not None:
-            from peft import set_peft_model_state_dict
-
-            result = set_peft_model_state_dict(self, files[ADAPTER_NAME])
-            if result.unexpected_keys:
-                raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
+        self._load_checkpoint(Path(directory), keep=lambda key: True)
 
     def load_image_side(self, directory: str | Path) -> None:
         """Loads only what the vision stage trains (encoder LoRA or weights, projector, geometry stream) from
         another model's checkpoint; the LLM keeps its fresh LoRA. Arms that differ only in their LLM stage can
         then share one warm-up instead of repeating it (`vision_stage.from` in a recipe). The whole checkpoint is
         checked first, so a model of another architecture is refused with the tensor that differs."""
-        directory = Path(directory)
+        self._load_checkpoint(Path(directory), keep=lambda key: not key.startswith("language_model."))
+
+    def _load_checkpoint(self, directory: Path, keep) -> None:
+        """The checked checkpoint's projector and those of its other tensors whose names `keep` accepts."""
         files = self.read_checkpoint(directory)
         self.projector.load_state_dict(files[PROJECTOR_NAME])
-        image_side = {k: v for name in (BASE_NAME, GEOMETRY_NAME) for k, v in files.get(name, {}).items()
-                      if not k.startswith("language_model.")}
-        if image_side:
-            self.load_state_dict(image_side, strict=False)
+        for name in (BASE_NAME, GEOMETRY_NAME):
+            if name in files:
+                _, unexpected = self.load_state_dict(
+                    {k: v for k, v in files[name].items() if keep(k)}, strict=False)
+                if unexpected:
+                    raise ValueError(f"{directory / name}: unexpected weights {unexpected[:5]}")
         if self.lora_config is not None:
             from peft import set_peft_model_state_dict
 
-            vision = {k: v for k, v in files[ADAPTER_NAME].items() if k.startswith("vision_encoder.")}
-            result = set_peft_model_state_dict(self, vision)
+            result = set_peft_model_state_dict(self, {k: v for k, v in files[ADAPTER_NAME].items() if keep(k)})
             if result.unexpected_keys:
                 raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
 
