@@ -12,7 +12,8 @@ from conftest import make_char_tokenizer, tiny_model_config
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
 from aullava.inference import generate_answers
-from aullava.model.parallel_decoding import AnswerGrammar, ParallelDecoder
+from aullava.model.answer_grammar import AnswerGrammar
+from aullava.model.parallel_decoding import ParallelDecoder
 
 B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS
 
@@ -140,12 +141,12 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
 def test_present_weight_tilt_is_undone(char_tokenizer_dir):
     """A model trained with present weight w learned w-times the odds of the digits that make a value present;
     its probabilities divide them by w again (exactly the hand computation), its greedy texts stay as they are."""
-    from aullava.model.parallel_decoding import _value_probabilities
+    from aullava.model.answer_readout import value_probabilities
 
-    expected, dist = _value_probabilities("[2]", D, 1, {1: {"0": 0.4, "2": 0.6}}, np.array([4.0]))
+    expected, dist = value_probabilities("[2]", D, 1, {1: {"0": 0.4, "2": 0.6}}, np.array([4.0]))
     np.testing.assert_allclose(dist[0], [0.4 / 0.55, 0, 0.15 / 0.55, 0, 0, 0], atol=1e-6)
     assert expected[0] == pytest.approx(2 * 0.15 / 0.55)
-    expected, _ = _value_probabilities("[0.30]", C, 1, {3: {"0": 0.5, "3": 0.5}}, np.array([4.0]))
+    expected, _ = value_probabilities("[0.30]", C, 1, {3: {"0": 0.5, "3": 0.5}}, np.array([4.0]))
     assert expected[0] == pytest.approx(0.8 * 0.045 + 0.2 * 0.3)  # tenths 0 → 0.8, 3 → 0.2; off-path middle
 
     model = tiny_model(char_tokenizer_dir, ["AU1", "AU2"], 9)
@@ -182,11 +183,11 @@ def test_calibration_moves_probabilities_as_documented_and_never_the_answers(cha
 
 def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
     """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
-    from aullava.model.parallel_decoding import _value_probabilities
+    from aullava.model.answer_readout import value_probabilities
 
     text = "[0.25]"
     probs = {1: {"0": 0.8, "1": 0.2}, 3: {"2": 0.5, "3": 0.5}, 4: {"5": 1.0}}
-    expected, _ = _value_probabilities(text, C, 1, probs)
+    expected, _ = value_probabilities(text, C, 1, probs)
     tenth = 0.5 * (0.2 + 0.05) + 0.5 * (0.3 + 0.045)
     assert expected[0] == pytest.approx(0.2 * 1.0 + 0.8 * tenth)
 

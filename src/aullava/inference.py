@@ -106,7 +106,7 @@ class Predictor:
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
                  device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
                  intensity: str | None = None):
-        from aullava.model.parallel_decoding import INTENSITY_READOUTS
+        from aullava.model.answer_readout import INTENSITY_READOUTS
 
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")

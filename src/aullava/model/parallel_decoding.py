@@ -17,14 +17,8 @@ What a face shares is computed once: the description's cache once per decoder, t
 the three formats branch from that state. At the fixed point every position's distribution was computed from the
 greedy prefix before it, which gives the probabilities (`Readout`) at no extra cost.
 
-Intensity answers (discrete 0–5, continuous 0–1) are then read out as the expected intensity rounded to the format's
-grid (`intensity="mean"`, the default), not the greedy digits: the value with the least expected squared error
-under the model's own distribution (minimum-Bayes-risk decoding of a number, as in Lukasik et al., "Regression-aware
-inference with LLMs", 2024). Greedy digits take the mode one digit at a time, so a model that spreads a face's
-tenths digit over 0–3 writes "0.0…" for every such face and ranks them all alike. Before the expectation, the
-tilt the training loss put on the digits is undone: a present weight w multiplies the loss of the digits that make
-a value present, which multiplies their learned odds by w (the minimiser of a weighted cross-entropy), so their
-probabilities are divided by w again. Binary p(present) has its fitted Platt shift instead (`aullava calibrate`).
+The constraint and the drafts are `answer_grammar`; turning the fixed point's distributions into values and
+probabilities is `answer_readout`.
 """
 
 from __future__ import annotations
@@ -36,94 +30,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from aullava.answer_format import (ALL_FORMATS, AnswerFormat, format_value, is_complete, is_valid_prefix,
-                                   parse_answer)
+from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet
+from aullava.model.answer_grammar import AnswerGrammar, draft_values, repair_value
+from aullava.model.answer_readout import INTENSITY_READOUTS, Readout, first_digit, read_out
 from aullava.model.decoding import answer_vocabulary
 from aullava.model.llm import final_logits
 
 KVState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (rows, heads, length, dim)
-
-
-class AnswerGrammar:
-    """The tokens constrained decoding allows after a text prefix, memoised by the prefix's grammar state.
-
-    Allowed continuations of a valid prefix depend only on its unfinished last value and on how many values are
-    still to come (capped: one token holds at most a few separators), so a few dozen states cover every answer."""
-
-    def __init__(self, tokenizer, fmt: AnswerFormat, num_aus: int):
-        self.fmt, self.num_aus = fmt, num_aus
-        self.eos = tokenizer.eos_token_id
-        self.vocab = sorted(answer_vocabulary(tokenizer))  # (id, text) in id order: argmax ties break like torch's
-        self.text_of = dict(self.vocab)
-        self.text_of[self.eos] = ""
-        self._allowed: dict[tuple, tuple[int, ...]] = {}
-
-    def state(self, text: str) -> tuple:
-        if not text:
-            return ("start",)
-        if is_complete(text, self.fmt, self.num_aus):
-            return ("done",)
-        parts = text[1:].split(", ")
-        return (min(self.num_aus - len(parts), 8), parts[-1])
-
-    def allowed(self, text: str) -> tuple[int, ...]:
-        """Token ids in ascending order; `(eos,)` once the answer is complete."""
-        key = self.state(text)
-        if key not in self._allowed:
-            if key == ("done",):
-                self._allowed[key] = (self.eos,)
-            else:
-                self._allowed[key] = tuple(i for i, t in self.vocab if is_valid_prefix(text + t, self.fmt,
-                                                                                         self.num_aus))
-        return self._allowed[key]
-
-    def complete(self, prefix: str, guesses: Sequence[str]) -> str:
-        """A continuation that turns the valid `prefix` into a complete answer, using `guesses` (one canonical value
-        text per AU) where they fit."""
-        if not prefix:
-            return "[" + ", ".join(guesses) + "]"
-        if is_complete(prefix, self.fmt, self.num_aus):
-            return ""
-        parts = prefix[1:].split(", ")
-        index, current = len(parts) - 1, parts[-1]
-        if current.endswith(","):
-            rest = " "
-        else:
-            zero = "0.00" if self.fmt is AnswerFormat.CONTINUOUS else "0"
-            candidates = [guesses[index], zero, current + zero[len(current):], "1.00"]
-            value = next(c for c in candidates if c.startswith(current) and is_valid_prefix(
-                prefix + c[len(current):], self.fmt, self.num_aus))
-            rest = value[len(current):]
-            if index == self.num_aus - 1:
-                return rest + "]"
-            rest += ", "
-        return rest + ", ".join(guesses[index + 1:]) + "]"
-
-
-INTENSITY_READOUTS = ("mean", "greedy")
-
-
-@dataclass
-class Readout:
-    """One answer and what the model thought of each value.
-
-    `text` is the greedy answer the LLM wrote. `values` is the answer: the text's for binary and for
-    `intensity="greedy"`; for discrete and continuous under `intensity="mean"` the expectation rounded to the format's
-    grid (0..5, two decimals). `distribution` (AUs × values) holds, at each value, the model's distribution over
-    the values the constraint allowed there, given the greedy values before it: binary over (0, 1), discrete over
-    0..5 (present values divided by the present weight, see the module docstring). `expected` is its expectation:
-    binary p(present), discrete the expected intensity 0..5, continuous the expected intensity 0..1 (at each digit
-    the expectation over the allowed digits, the tenths digit untilted like the discrete values; a digit off the
-    greedy path is followed by the middle of what the remaining digits could add, since the model was not asked
-    about that branch)."""
-
-    text: str
-    values: np.ndarray
-    expected: np.ndarray
-    distribution: np.ndarray | None
-    passes: int = 1
-    token_ids: list[int] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -132,10 +46,6 @@ class _Row:
     draft: list[int]  # the guessed rest of the answer
     passes: int = 0
     dists: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)  # position → (ids, probs)
-
-
-def _first_digit(text: str) -> str:
-    return next((c for c in text if c.isdigit()), "")
 
 
 class ParallelDecoder:
@@ -243,7 +153,7 @@ class ParallelDecoder:
                 guesses = previous
             else:
                 guesses = [np.zeros(len(self.au_set), dtype=np.float32)] * crops.shape[0]
-            readouts = self._decode_format(faces, start, fmt, [_as_format(g, fmt) for g in guesses])
+            readouts = self._decode_format(faces, start, fmt, [draft_values(g, fmt) for g in guesses])
             for face, readout in enumerate(readouts):
                 results[face][fmt] = readout
             previous = [(parse_answer(r.text, fmt, len(self.au_set)), fmt) for r in readouts]  # greedy drafts
@@ -291,7 +201,8 @@ class ParallelDecoder:
             index = torch.tensor(still, device=self.device)
             state = [(k[index, :, :length], v[index, :, :length]) for k, v in state]
             fed_from, active = keep_until, [active[i] for i in still]
-        return [self._readout(grammar, fmt, row) for row in rows]
+        return [read_out(grammar, fmt, row.accepted, row.dists, self.present_weights, self.intensity, row.passes)
+                for row in rows]
 
     def _needed_length(self, grammar: AnswerGrammar, seq: list[int]) -> int:
         """Answer tokens to feed: those before the last position whose token is not forced (a forced token needs
@@ -309,7 +220,7 @@ class ParallelDecoder:
         z = scores / self.temperature.get(grammar.fmt.value, 1.0)
         shift = self.bias.get(grammar.fmt.value, 0.0)
         if shift:
-            z = z + shift * np.array([_first_digit(grammar.text_of[t]) == "1" for t in allowed], dtype=z.dtype)
+            z = z + shift * np.array([first_digit(grammar.text_of[t]) == "1" for t in allowed], dtype=z.dtype)
         probs = np.exp(z - z.max())
         return probs / probs.sum()
 
@@ -360,121 +271,9 @@ class ParallelDecoder:
             offset += len(texts[k])
         values = "".join(guessed)[1:-1].split(", ")
         fallback = "0.00" if grammar.fmt is AnswerFormat.CONTINUOUS else "0"
-        guesses = [_repair(v, grammar) for v in values]
+        guesses = [repair_value(v, grammar) for v in values]
         if len(guesses) != grammar.num_aus:
             guesses = [fallback] * grammar.num_aus
         row.accepted = seq[:wrong] + [correction]
         row.draft = self._tokens(grammar.complete("".join(texts[:wrong]) + grammar.text_of[correction], guesses))
         return wrong
-
-    def _readout(self, grammar: AnswerGrammar, fmt: AnswerFormat, row: _Row) -> Readout:
-        ids = row.accepted
-        texts = [grammar.text_of[t] for t in ids]
-        text = "".join(texts)
-        values = parse_answer(text, fmt, grammar.num_aus)
-        starts = np.cumsum([0] + [len(t) for t in texts])
-        digit_probs = {}  # character offset of a value digit → {digit: probability} given the greedy prefix
-        for j, (allowed, probs) in row.dists.items():
-            if j >= len(ids):
-                continue
-            for at in range(starts[j], starts[j + 1]):
-                if text[at] not in "0123456789":
-                    continue
-                within = at - starts[j]
-                dist: dict[str, float] = {}
-                for token, p in zip(allowed, probs):
-                    candidate = grammar.text_of[token]
-                    if len(candidate) > within and candidate[:within] == text[starts[j]:at] \
-                            and candidate[within] in "0123456789":
-                        dist[candidate[within]] = dist.get(candidate[within], 0.0) + float(p)
-                total = sum(dist.values())
-                digit_probs[at] = {d: p / total for d, p in dist.items()} if total > 0 else {text[at]: 1.0}
-        weights = None if fmt is AnswerFormat.BINARY else self.present_weights
-        expected, distribution = _value_probabilities(text, fmt, grammar.num_aus, digit_probs, weights)
-        if self.intensity == "mean" and fmt is not AnswerFormat.BINARY:
-            values = intensity_answer(expected, fmt)
-        return Readout(text=text, values=values, expected=expected, distribution=distribution, passes=row.passes,
-                       token_ids=list(ids))
-
-
-def intensity_answer(expected: np.ndarray, fmt: AnswerFormat) -> np.ndarray:
-    """The expected intensities as an answer of `fmt`: rounded to the grid the format writes (0..5, two decimals),
-    exactly as parsing that answer gives them."""
-    steps = 100 if fmt is AnswerFormat.CONTINUOUS else 1  # grid points per unit
-    grid = np.floor(np.clip(np.asarray(expected, dtype=np.float64), 0, fmt.max_value) * steps + 0.5) / steps
-    text = "[" + ", ".join(format_value(v, fmt) for v in grid) + "]"
-    return parse_answer(text, fmt, len(grid))
-
-
-def _repair(value: str, grammar: AnswerGrammar) -> str:
-    """The guessed value if it is one the format allows, else its longest usable beginning completed ("1.60" →
-    "1.00", "0.7" → "0.70")."""
-    zero = "0.00" if grammar.fmt is AnswerFormat.CONTINUOUS else "0"
-    for keep in range(len(value), -1, -1):
-        for tail in (zero, "1.00"):
-            candidate = value[:keep] + tail[keep:]
-            if is_complete("[" + candidate + "]", grammar.fmt, 1):
-                return candidate
-    return zero
-
-
-def _as_format(guess, fmt: AnswerFormat) -> list[str]:
-    """A draft in `fmt`: a vector already in `fmt`, or (vector, its format) converted by the format rules."""
-    from aullava.answer_format import binary_from_continuous, binary_from_discrete, format_value
-
-    values, source = guess if isinstance(guess, tuple) else (guess, fmt)
-    values = np.asarray(values, dtype=np.float64)
-    to_continuous = {AnswerFormat.BINARY: 0.2, AnswerFormat.DISCRETE: 0.2, AnswerFormat.CONTINUOUS: 1.0}
-    if fmt is AnswerFormat.BINARY and source is AnswerFormat.DISCRETE:
-        values = binary_from_discrete(values)
-    elif fmt is AnswerFormat.BINARY and source is AnswerFormat.CONTINUOUS:
-        values = binary_from_continuous(values)
-    elif fmt is AnswerFormat.DISCRETE and source is AnswerFormat.CONTINUOUS:
-        values = np.floor(values * 5 + 0.5)
-    elif fmt is AnswerFormat.CONTINUOUS:
-        values = values * to_continuous[source]
-    return [format_value(v, fmt) for v in np.clip(values, 0, fmt.max_value)]
-
-
-def _untilt(dist: dict[str, float], weight: float, present) -> dict[str, float]:
-    """A digit distribution with the digits that make a value present divided by the present weight."""
-    scaled = {d: p / weight if present(d) else p for d, p in dist.items()}
-    total = sum(scaled.values())
-    return {d: p / total for d, p in scaled.items()}
-
-
-def _value_probabilities(text: str, fmt: AnswerFormat, num_aus: int, digit_probs: dict[int, dict[str, float]],
-                         present_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per AU: the distribution over its values (binary, discrete) and the expected value. `present_weights` (one
-    per AU, discrete and continuous only): the training tilt to undo (module docstring)."""
-    weights = np.ones(num_aus) if present_weights is None else np.asarray(present_weights, dtype=np.float64)
-    spans, at = [], 1
-    for value in text[1:-1].split(", "):
-        spans.append((at, value))
-        at += len(value) + 2
-    if fmt is not AnswerFormat.CONTINUOUS:
-        size = int(fmt.max_value) + 1
-        distribution = np.zeros((num_aus, size), dtype=np.float64)
-        for i, (offset, _) in enumerate(spans):
-            dist = digit_probs.get(offset, {text[offset]: 1.0})
-            for digit, p in _untilt(dist, weights[i], lambda d: d != "0").items():
-                distribution[i, int(digit)] += p
-        expected = distribution @ np.arange(size)
-        return expected.astype(np.float32), distribution.astype(np.float32)
-    expected = np.zeros(num_aus, dtype=np.float64)
-    for i, (offset, value) in enumerate(spans):
-        # value = d0 . d1 d2; expectation along the greedy path, the middle of the range off it
-        first = digit_probs.get(offset, {value[0]: 1.0})
-        # the tenths digit decides presence (x ≥ 0.10), so it carries the tilt; "1.00" is too rare to correct
-        tenth = _untilt(digit_probs.get(offset + 2, {value[2]: 1.0}), weights[i], lambda d: d != "0")
-        hundredth = digit_probs.get(offset + 3, {value[3]: 1.0})
-        e2 = sum(int(d) * p for d, p in hundredth.items()) / 100
-        e1 = sum(p * (int(d) / 10 + (e2 if d == value[2] else 0.045)) for d, p in tenth.items())
-        total = 0.0
-        for d, p in first.items():
-            if d == "1":
-                total += p * 1.0
-            else:
-                total += p * (e1 if value[0] == "0" else 0.495)
-        expected[i] = total
-    return expected.astype(np.float32), None
