@@ -4,7 +4,7 @@ The decoder (`parallel_decoding`) leaves, at each non-forced position of the gre
 distribution over the tokens the constraint allowed there. Here they become per-digit distributions, per-AU value
 distributions and expectations.
 
-Intensity answers (discrete 0–5, continuous 0–1) are then read out as the expected intensity rounded to the format's
+Intensity answers (discrete 0–5, continuous 0–1) are read out as the expected intensity rounded to the format's
 grid (`intensity="mean"`, the default), not the greedy digits: the value with the least expected squared error
 under the model's own distribution (minimum-Bayes-risk decoding of a number, as in Lukasik et al., "Regression-aware
 inference with LLMs", 2024). Greedy digits take the mode one digit at a time, so a model that spreads a face's
