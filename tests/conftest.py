@@ -1,8 +1,11 @@
-"""Shared fixtures: a character-level tokenizer and tiny random configs of the real model classes."""
+"""Shared fixtures: a character-level tokenizer, tiny random configs of the real model classes, and the analysis
+scripts (`scripts/*.py`, not a package) loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import string
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +96,12 @@ def tiny_checkpoint(char_tokenizer_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny_ckpt")
     AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
     return directory
+
+
+def load_script(name: str):
+    """`scripts/<name>.py` as a module (the scripts put their own folder on sys.path for each other's imports)."""
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,22 +1,16 @@
 """scripts/intensity_ranking.py: how well a report's 0–1 intensity column ranks faces by presence."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_script
 from sklearn.metrics import roc_auc_score
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "intensity_ranking.py"
 
 
 @pytest.fixture(scope="module")
 def ranking():
-    spec = importlib.util.spec_from_file_location("intensity_ranking", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("intensity_ranking")
 
 
 def _report(tmp_path, name, images, values):

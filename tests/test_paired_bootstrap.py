@@ -1,23 +1,15 @@
 """scripts/paired_bootstrap.py: whether two reports of the same rows differ by more than the rows' noise."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bootstrap():
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("paired_bootstrap", SCRIPTS / "paired_bootstrap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("paired_bootstrap")
 
 
 def _setup(tmp_path, noise_b: float):

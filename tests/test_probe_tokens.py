@@ -1,20 +1,14 @@
 """scripts/probe_tokens.py: the ridge probe that judges a checkpoint's image side from its face tokens."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "probe_tokens.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_tokens", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_tokens")
 
 
 def _faces(rng, n, weights, noise):

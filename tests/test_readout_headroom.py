@@ -1,21 +1,15 @@
 """scripts/readout_headroom.py: what per-AU thresholds and per-AU calibration could gain, from an eval report."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "readout_headroom.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def headroom():
-    spec = importlib.util.spec_from_file_location("readout_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("readout_headroom")
 
 
 def _report_and_manifest(tmp_path, labels: dict, columns: dict, people: int):
