@@ -51,7 +51,7 @@ def averages(predictions: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
 
 def paired_bootstrap(manifest, report_a, report_b, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     pred_a, truth, subjects = joined(report_a, manifest)
-    pred_b, truth_b, _ = joined(report_b, manifest)
+    pred_b, _, _ = joined(report_b, manifest)
     if list(pred_b.index) != list(pred_a.index):
         pred_b = pred_b.reindex(pred_a.index)
         if pred_b.isna().all(axis=1).any():

@@ -33,8 +33,7 @@ from aullava.eval.probabilities import apply_temperature, expected_calibration_e
 def joined(report: str | Path, manifest: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Predictions and labels of the same rows, and each row's identity (the manifest's `subject`)."""
     predictions = pd.read_csv(Path(report) / "predictions.csv")
-    predictions.index = predictions["image"].map(lambda p: str(Path(p)))
-    predictions.index = predictions.index.map(lambda p: str(Path(p).resolve()))
+    predictions.index = predictions["image"].map(lambda p: str(Path(p).resolve()))
     truth = truth_table(manifest)
     truth.index = truth.index.map(lambda p: str(Path(p).resolve()))
     subjects = pd.read_csv(manifest)["subject"]
