@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from aullava.model.processing import common_prefix
+
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
 from aullava.model.generation import generate_answers
@@ -201,8 +203,10 @@ def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
                 for i, fmt in enumerate(["binary", "discrete", "continuous", "continuous"])]
     full = AuLlavaCollator(tiny_model)(features)
     shared = AuLlavaCollator(tiny_model, share_prefix=True)(features)
-    prefix = tiny_model.processor.prompt_ids("binary")[0]
+    befores = [tiny_model.processor.prompt_ids(f)[0] for f in ("binary", "discrete", "continuous")]
+    prefix = common_prefix(befores)
     assert shared["prefix_ids"].tolist() == [prefix]
+    assert all(b[:len(prefix)] == prefix for b in befores) and len({b[len(prefix)] for b in befores}) > 1
     assert shared["input_ids"].shape[1] == full["input_ids"].shape[1] - len(prefix)
     with torch.no_grad():
         a, b = tiny_model(**full), tiny_model(**shared)
@@ -210,14 +214,19 @@ def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
     assert a["loss"].item() == pytest.approx(b["loss"].item(), abs=1e-5)
 
 
-def test_rows_asking_different_au_sets_are_not_shared(tiny_model):
+def test_rows_asking_different_au_sets_share_only_their_common_beginning(tiny_model):
     from aullava.au_catalogue import au_set
 
     data = PatternFaces(len(tiny_model.au_set), 2, tiny_model.vision_encoder.image_size)
     other = au_set(["AU1", "AU2"])
     features = [{"image": data[0]["image"], "format": "binary", "values": data[0]["targets"]["binary"]},
                 {"image": data[1]["image"], "format": "binary", "values": [1, 0], "au_set": other}]
-    assert "prefix_ids" not in AuLlavaCollator(tiny_model, share_prefix=True)(features)
+    full = AuLlavaCollator(tiny_model)(features)
+    shared = AuLlavaCollator(tiny_model, share_prefix=True)(features)
+    mine, theirs = tiny_model.processor.prompt_ids("binary")[0], tiny_model.processor.prompt_ids("binary", other)[0]
+    assert shared["prefix_ids"].tolist() == [common_prefix([mine, theirs])] and mine != theirs
+    with torch.no_grad():
+        assert tiny_model(**full)["loss"].item() == pytest.approx(tiny_model(**shared)["loss"].item(), abs=1e-5)
 
 
 def test_answer_vocabulary_loss_is_the_constrained_objective(char_tokenizer_dir):

@@ -8,7 +8,7 @@ import pytest
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet, au_set, builtin_au_sets
-from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION, Prompt, build_prompt, describe_au_set, format_question
+from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_V2, TEMPLATE_V3, TEMPLATE_VERSION, Prompt, build_prompt, describe_au_set, format_question
 
 SET_NAMES = sorted(builtin_au_sets())
 # FACS order reversed and a one-sided AU: the prompt must keep the set's own order
@@ -67,9 +67,9 @@ def test_user_defined_au_appears_with_its_own_definition():
 
 @pytest.mark.parametrize("style", PROMPT_STYLES)
 @pytest.mark.parametrize("name", SET_NAMES)
-def test_prefix_is_shared_by_the_three_formats_and_question_differs(name, style):
+def test_v2_prefix_is_shared_by_the_three_formats_and_question_differs(name, style):
     s = au_set(name)
-    prompts = {fmt: build_prompt(s, fmt, style) for fmt in ALL_FORMATS}
+    prompts = {fmt: build_prompt(s, fmt, style, TEMPLATE_V2) for fmt in ALL_FORMATS}
     assert all(isinstance(p, Prompt) for p in prompts.values())
     assert len({p.prefix for p in prompts.values()}) == 1
     assert len({p.question for p in prompts.values()}) == 3
@@ -78,6 +78,24 @@ def test_prefix_is_shared_by_the_three_formats_and_question_differs(name, style)
     for fmt, p in prompts.items():
         assert p.question == format_question(s, fmt)
         assert fmt.value in p.question
+
+
+@pytest.mark.parametrize("style", PROMPT_STYLES)
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_v3_puts_everything_but_answer_before_the_image_with_v2_words(name, style):
+    """v3: only "Answer: " follows the face, so the whole question is in the cacheable prefix; the words are v2's."""
+    s = au_set(name)
+    for fmt in ALL_FORMATS:
+        v2, v3 = build_prompt(s, fmt, style, TEMPLATE_V2), build_prompt(s, fmt, style, TEMPLATE_V3)
+        assert v3.question == "\nAnswer: "
+        assert v3.prefix.startswith(describe_au_set(s, style).removesuffix("Image: "))
+        assert fmt.value in v3.prefix and v3.prefix.endswith("\nImage: ")
+        assert sorted(v3.prefix + v3.question) == sorted(v2.prefix + v2.question)
+
+
+def test_unknown_template_version_raises():
+    with pytest.raises(ValueError, match="prompt template"):
+        build_prompt(au_set("bp4d"), "binary", "short", "aullava-prompt-v1")
 
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
@@ -110,7 +128,7 @@ def test_unknown_style_raises(style):
 def test_default_style_is_full():
     s = au_set("bp4d")
     assert describe_au_set(s) == describe_au_set(s, "full")
-    assert build_prompt(s, "binary").prefix == describe_au_set(s, "full")
+    assert build_prompt(s, "binary", version=TEMPLATE_V2).prefix == describe_au_set(s, "full")
 
 
 def test_template_version_is_a_non_empty_string():

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat
 from aullava.au_catalogue import AUSet, au_set as resolve_au_set
-from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION
+from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION, TEMPLATE_VERSIONS
 
 TUNING_MODES = ("lora", "full", "frozen")
 VISION_TYPES = ("efficientnet-lite0", "hf")
@@ -193,6 +193,9 @@ class AuLlavaConfig:
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"model.prompt_style: unknown prompt style {self.prompt_style!r}; expected one of "
                              f"{PROMPT_STYLES}")
+        if self.template_version not in TEMPLATE_VERSIONS:
+            raise ValueError(f"model.template_version: unknown prompt template {self.template_version!r}; expected one "
+                             f"of {TEMPLATE_VERSIONS}")
         if self.loss_vocabulary not in LOSS_VOCABULARIES:
             raise ValueError(f"model.loss_vocabulary must be one of {LOSS_VOCABULARIES}, got {self.loss_vocabulary!r}")
         for fmt, temperature in dict(self.probability_temperature or {}).items():

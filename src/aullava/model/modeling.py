@@ -35,7 +35,7 @@ from aullava.model.geometry import GeometryEncoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
 from aullava.model.projector import build_projector
-from aullava.model.prompts import TEMPLATE_VERSION
+from aullava.model.prompts import TEMPLATE_VERSIONS
 
 CONFIG_NAME = "config.json"
 PROJECTOR_NAME = "projector.safetensors"
@@ -105,7 +105,8 @@ class AuLlavaModel(nn.Module):
                 module.requires_grad_(True)
         self.processor = AuLlavaProcessor(self.tokenizer, self.au_set, config.prompt_style, self.num_image_tokens,
                                           config.present_weight, num_geometry_tokens=self.num_geometry_tokens,
-                                          present_weights=config.present_weights)
+                                          present_weights=config.present_weights,
+                                          template_version=config.template_version)
 
     @property
     def wants_geometry(self) -> bool:
@@ -328,9 +329,9 @@ class AuLlavaModel(nn.Module):
             raise CheckpointError(f"{directory / CONFIG_NAME}: expected a JSON object of model settings, "
                                   f"found {type(data).__name__}")
         config = AuLlavaConfig.from_dict(data, where=str(directory / CONFIG_NAME))
-        if config.template_version != TEMPLATE_VERSION:
+        if config.template_version not in TEMPLATE_VERSIONS:
             raise ValueError(f"{directory}: trained with prompt template {config.template_version!r}, "
-                             f"this aullava speaks {TEMPLATE_VERSION!r}")
+                             f"this aullava speaks {', '.join(TEMPLATE_VERSIONS)}")
         model = cls(config, checkpoint_dir=directory)
         model.load_trainable(directory)
         model.eval()
@@ -373,10 +374,18 @@ class AuLlavaModel(nn.Module):
         checked first, so a model of another architecture is refused with the tensor that differs."""
         self._load_checkpoint(Path(directory), keep=lambda key: not key.startswith("language_model."))
 
-    def _load_checkpoint(self, directory: Path, keep) -> None:
-        """The checked checkpoint's projector and those of its other tensors whose names `keep` accepts."""
+    def load_llm_side(self, directory: str | Path) -> None:
+        """Loads only the LLM's LoRA (or weights) from another model's checkpoint of the same architecture, as the
+        starting point of an LLM stage (`llm_stage.from`): a model retrained for a new prompt layout or a changed
+        image side starts from what the old one learnt about answering instead of from nothing."""
+        self._load_checkpoint(Path(directory), keep=lambda key: key.startswith("language_model."), projector=False)
+
+    def _load_checkpoint(self, directory: Path, keep, projector: bool = True) -> None:
+        """The checked checkpoint's projector (unless not `projector`) and those of its other tensors whose names
+        `keep` accepts."""
         files = self.read_checkpoint(directory)
-        self.projector.load_state_dict(files[PROJECTOR_NAME])
+        if projector:
+            self.projector.load_state_dict(files[PROJECTOR_NAME])
         for name in (BASE_NAME, GEOMETRY_NAME):
             if name in files:
                 _, unexpected = self.load_state_dict(

@@ -13,8 +13,9 @@ own prefix at every position (`AnswerGrammar`, memoised by grammar state: one of
 draft is tokenised by the tokenizer; if greedy decoding would pick another segmentation (e.g. "0" "." where the
 draft has "0."), that simply shows up as a difference and is corrected like a wrong value.
 
-What a face shares is computed once: the description's cache once per decoder, the image tokens once per face, and
-the three formats branch from that state. At the fixed point every position's distribution was computed from the
+What a face shares is computed once: the cache of the text before the face once per decoder (per format in the v3
+layout), the image encoder once per face, and in the v2 layout the three formats branch from one description + face
+state. At the fixed point every position's distribution was computed from the
 greedy prefix before it, which gives the probabilities (`Readout`) at no extra cost.
 
 The constraint and the drafts are `answer_grammar`; turning the fixed point's distributions into values and
@@ -69,8 +70,10 @@ class ParallelDecoder:
         vocabulary = sorted({i for i, _ in answer_vocabulary(self.tokenizer)} | {self.tokenizer.eos_token_id})
         self.vocabulary = torch.tensor(vocabulary, device=self.device)
         self.column = {token: column for column, token in enumerate(vocabulary)}
-        self._prefix: KVState | None = None
-        self.prefix_ids = model.processor.prompt_ids(ALL_FORMATS[0], self.au_set)[0]
+        # the text before the face, per format: one description for all three in the v2 layout, one
+        # description + question per format in v3; each distinct one's cache is computed once
+        self.before_ids = {f: tuple(model.processor.prompt_ids(f, self.au_set)[0]) for f in ALL_FORMATS}
+        self._prefixes: dict[tuple[int, ...], KVState] = {}
         self.encoder_calls = 0  # faces through the vision encoder (the tests count them)
         self.temperature = dict(model.config.probability_temperature or {})
         self.bias = dict(model.config.probability_bias or {})
@@ -113,23 +116,27 @@ class ParallelDecoder:
         with self._autocast():
             return final_logits(self.model.language_model, hidden, self.vocabulary).float()
 
-    def prefix_state(self, rows: int) -> KVState:
-        if self._prefix is None:
-            ids = torch.tensor([self.prefix_ids], device=self.device)
+    def prefix_state(self, before: tuple[int, ...], rows: int) -> KVState:
+        if before not in self._prefixes:
+            ids = torch.tensor([list(before)], device=self.device)
             with torch.no_grad():
-                self._prefix = self._run(None, 0, input_ids=ids)[1]
-        return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix]
+                self._prefixes[before] = self._run(None, 0, input_ids=ids)[1]
+        return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefixes[before]]
 
     @torch.no_grad()
-    def face_state(self, crops: torch.Tensor, geometry: torch.Tensor | None = None) -> KVState:
-        """Description + face tokens (image, then geometry for a model with that stream) for each face (one row per
-        face): the state the formats branch from."""
+    def face_embeds(self, crops: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """The faces' tokens (image, then geometry for a model with that stream) as LLM input embeddings."""
         model = self.model
         self.encoder_calls += crops.shape[0]
         with self._autocast():
             visual = model.face_tokens(crops.to(self.device), geometry)
-        embeds = visual.to(model.language_model.get_input_embeddings().weight.dtype)
-        return self._run(self.prefix_state(crops.shape[0]), len(self.prefix_ids), embeds=embeds)[1]
+        return visual.to(model.language_model.get_input_embeddings().weight.dtype)
+
+    @torch.no_grad()
+    def face_state(self, embeds: torch.Tensor, before: tuple[int, ...]) -> KVState:
+        """The text before the face + the face's tokens, one row per face: the state a format's answer starts from
+        (the three formats branch from one such state in the v2 layout)."""
+        return self._run(self.prefix_state(before, embeds.shape[0]), len(before), embeds=embeds)[1]
 
     # ----- decoding ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -142,8 +149,8 @@ class ParallelDecoder:
         Formats are decoded in order; by default each draft is the answer already decoded for the previous format
         of the same face (converted by the format rules), the first all-absent."""
         formats = [AnswerFormat.parse(f) for f in formats]
-        faces = self.face_state(crops, geometry)
-        start = len(self.prefix_ids) + self.model.num_face_tokens
+        embeds = self.face_embeds(crops, geometry)
+        faces: dict[tuple[int, ...], KVState] = {}
         results: list[dict[AnswerFormat, Readout]] = [{} for _ in range(crops.shape[0])]
         previous: list[np.ndarray] | None = None
         for fmt in formats:
@@ -153,7 +160,11 @@ class ParallelDecoder:
                 guesses = previous
             else:
                 guesses = [np.zeros(len(self.au_set), dtype=np.float32)] * crops.shape[0]
-            readouts = self._decode_format(faces, start, fmt, [draft_values(g, fmt) for g in guesses])
+            before = self.before_ids[fmt]
+            if before not in faces:
+                faces[before] = self.face_state(embeds, before)
+            start = len(before) + self.model.num_face_tokens
+            readouts = self._decode_format(faces[before], start, fmt, [draft_values(g, fmt) for g in guesses])
             for face, readout in enumerate(readouts):
                 results[face][fmt] = readout
             previous = [(parse_answer(r.text, fmt, len(self.au_set)), fmt) for r in readouts]  # greedy drafts

@@ -1,12 +1,14 @@
 """`AuLlavaProcessor`: the one place that lays out a sequence (transformers' processor pattern).
 
-One example is: description of the AU set (identical for every image, hence cached and shareable as a key/value
-cache) + image placeholders + format question + answer and EOS (training only). A model with the geometry stream
+One example is: the text before the face (identical for every image of an AU set and format, hence cached and
+shareable as a key/value cache) + image placeholders + the text after the face + answer and EOS (training only).
+Which words go before and after the face is the prompt template's layout (`model.prompts`): v2 puts the format
+question after the image, v3 (new models) before it. A model with the geometry stream
 (`model.geometry`) gets its geometry placeholders right after the image placeholders; `image_mask` marks both (the
 face's tokens, `AuLlavaModel.face_tokens`), and batches then carry each row's `geometry` vector. Without it the
 layout is exactly the paper's, token for token. Training batches are right-padded
-(`collate`), generation batches put the description aside and left-pad the rest so every answer starts in one
-column (`generation_inputs`). The model only ever sees the tensors built here.
+(`collate`), generation batches put the rows' common beginning aside and left-pad the rest so every answer starts
+in one column (`generation_inputs`). The model only ever sees the tensors built here.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from aullava.answer_format import AnswerFormat, serialize_answer
 from aullava.au_catalogue import AUSet
 from aullava.face_geometry import FEATURE_SIZE
 from aullava.model.decoding import answer_vocabulary
-from aullava.model.prompts import build_prompt
+from aullava.model.prompts import TEMPLATE_VERSION, build_prompt, check_template_version
 
 
 class AuLlavaProcessor:
     def __init__(self, tokenizer, au_set: AUSet, prompt_style: str, num_image_tokens: int,
                  present_weight: float = 1.0, num_geometry_tokens: int = 0,
-                 present_weights: dict[str, float] | None = None):
+                 present_weights: dict[str, float] | None = None, template_version: str = TEMPLATE_VERSION):
+        check_template_version(template_version)
         self.tokenizer = tokenizer
+        self.template_version = template_version
         self.au_set = au_set
         self.prompt_style = prompt_style
         self.num_image_tokens = num_image_tokens
@@ -62,7 +66,7 @@ class AuLlavaProcessor:
         au_set = au_set or self.au_set
         key = (au_set.name, au_set.ids, fmt.value)
         if key not in self._prompt_cache:
-            prompt = build_prompt(au_set, fmt, self.prompt_style)
+            prompt = build_prompt(au_set, fmt, self.prompt_style, self.template_version)
             bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
             prefix = bos + self.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]
             question = self.tokenizer(prompt.question, add_special_tokens=False)["input_ids"]
@@ -106,11 +110,11 @@ class AuLlavaProcessor:
         Each feature: `image` (uint8 crop), `format`, `values`, optional `mask` and `au_set`; for a model with the
         geometry stream also `geometry` (the face's `aullava.face_geometry` vector).
 
-        `share_prefix`: when every row asks the same AU set, its description is sent once as `prefix_ids` and cut
-        from the rows (see `AuLlavaModel.forward`)."""
+        `share_prefix`: the text every row begins with (the description when the rows ask the same AU set) is sent
+        once as `prefix_ids` and cut from the rows (see `AuLlavaModel.forward`)."""
         encoded = [self.encode_example(f["format"], f["values"], f.get("mask"), f.get("au_set")) for f in features]
-        prefixes = {tuple(self.prompt_ids(f["format"], f.get("au_set"))[0]) for f in features}
-        prefix = list(prefixes.pop()) if share_prefix and len(prefixes) == 1 else []
+        prefix = common_prefix([self.prompt_ids(f["format"], f.get("au_set"))[0] for f in features]) \
+            if share_prefix else []
         if prefix:
             encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
         length = max(len(e["input_ids"]) for e in encoded)
@@ -152,19 +156,24 @@ class AuLlavaProcessor:
         return batch
 
     def generation_inputs(self, formats: Sequence[AnswerFormat], au_set: AUSet) -> dict[str, torch.Tensor]:
-        """The shared description (`prefix_ids`, 1 × P) and, per row, face placeholders + question, padded on the
-        left so every answer starts in one column; `positions` continue after the prefix."""
-        prefix = self.prompt_ids(formats[0], au_set)[0]
+        """The rows' common beginning (`prefix_ids`, 1 × P) and, per row, the rest of its text before the face, face
+        placeholders and the text after it, padded on the left so every answer starts in one column; `positions`
+        continue after the prefix."""
+        befores = [self.prompt_ids(f, au_set)[0] for f in formats]
+        prefix = common_prefix(befores)
         rows = len(formats)
-        tails = [[self.image_token_id] * self.num_face_tokens + self.prompt_ids(f, au_set)[1] for f in formats]
+        heads = [before[len(prefix):] for before in befores]
+        tails = [head + [self.image_token_id] * self.num_face_tokens + self.prompt_ids(f, au_set)[1]
+                 for head, f in zip(heads, formats)]
         width = max(len(t) for t in tails)
         tail_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
         image_mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, tail in enumerate(tails):
+        for row, (head, tail) in enumerate(zip(heads, tails)):
+            start = width - len(tail) + len(head)
             tail_ids[row, width - len(tail):] = torch.tensor(tail)
             tail_mask[row, width - len(tail):] = 1
-            image_mask[row, width - len(tail):width - len(tail) + self.num_face_tokens] = 1
+            image_mask[row, start:start + self.num_face_tokens] = 1
         attention = torch.cat([torch.ones((rows, len(prefix)), dtype=torch.long), tail_mask], dim=1)
         positions = (len(prefix) + tail_mask.cumsum(-1) - 1).clamp(min=len(prefix))
         return {"prefix_ids": torch.tensor([prefix]), "input_ids": tail_ids, "image_mask": image_mask,
@@ -183,6 +192,16 @@ class AuLlavaProcessor:
 
     def __len__(self) -> int:
         return len(self.tokenizer)
+
+
+def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """The longest run of token ids every sequence starts with."""
+    first = list(sequences[0])
+    length = len(first)
+    for seq in sequences[1:]:
+        length = min(length, len(seq))
+        length = next((i for i in range(length) if seq[i] != first[i]), length)
+    return first[:length]
 
 
 def _overlaps(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

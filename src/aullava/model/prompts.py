@@ -1,10 +1,14 @@
 """Text descriptions (the paper's crafted prompts): task purpose + AU definitions + the required output format.
 
-Order: the fixed description of an AU set comes first, then the image tokens, then the format question. Everything
-before the image is identical for every image of an AU set, so its key/value cache can be computed once and reused;
-only the short question differs between the three formats of the same image.
+Two layouts (`TEMPLATE_VERSIONS`), both with the same words:
 
-`TEMPLATE_VERSION` is stored in every checkpoint: a model trained on one wording is only asked in that wording.
+- v3 (new models): description + format question, then the image tokens, then "Answer: ". Everything that does not
+  depend on the face comes before it, so a predictor computes its key/value cache once per (AU set, format) and runs
+  only the face's tokens and a few more per face (issue 28: 16 + 4 instead of 16 + 51 tokens before the answer).
+- v2 (models trained before 2026-12-05, the default model of that day among them): description, image, question.
+
+`TEMPLATE_VERSION` (the newest) is what a new model is trained with; the version stored in a checkpoint's config is
+the one it is asked in, so old checkpoints keep their own layout.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from dataclasses import dataclass
 from aullava.answer_format import AnswerFormat, serialize_answer
 from aullava.au_catalogue import AUSet
 
-TEMPLATE_VERSION = "aullava-prompt-v2"  # v2: a two-value example instead of a full-length one (shorter)
+TEMPLATE_V2 = "aullava-prompt-v2"  # a two-value example instead of a full-length one (shorter than v1)
+TEMPLATE_V3 = "aullava-prompt-v3"  # v2's words, the format question moved before the image (a cacheable prefix)
+TEMPLATE_VERSIONS = (TEMPLATE_V2, TEMPLATE_V3)
+TEMPLATE_VERSION = TEMPLATE_V3
 PROMPT_STYLES = ("full", "short")
 
 _FORMAT_RULES = {
@@ -26,7 +33,8 @@ _FORMAT_RULES = {
 
 @dataclass(frozen=True)
 class Prompt:
-    """The text around the image: `prefix` + <visual tokens> + `question`; the answer follows the question."""
+    """The text around the image: `prefix` + <visual tokens> + `question`; the answer follows the question.
+    (In v3 the format question is part of `prefix` and `question` is only "Answer: ".)"""
 
     prefix: str
     question: str
@@ -55,5 +63,16 @@ def format_question(au_set: AUSet, fmt: AnswerFormat | str) -> str:
     )
 
 
-def build_prompt(au_set: AUSet, fmt: AnswerFormat | str, style: str = "full") -> Prompt:
-    return Prompt(prefix=describe_au_set(au_set, style), question=format_question(au_set, fmt))
+def build_prompt(au_set: AUSet, fmt: AnswerFormat | str, style: str = "full",
+                 version: str = TEMPLATE_VERSION) -> Prompt:
+    check_template_version(version)
+    if version == TEMPLATE_V2:
+        return Prompt(prefix=describe_au_set(au_set, style), question=format_question(au_set, fmt))
+    description = describe_au_set(au_set, style).removesuffix("\nImage: ")
+    question = format_question(au_set, fmt).removesuffix("\nAnswer: ")
+    return Prompt(prefix=description + question + "\nImage: ", question="\nAnswer: ")
+
+
+def check_template_version(version: str) -> None:
+    if version not in TEMPLATE_VERSIONS:
+        raise ValueError(f"prompt template {version!r} is not one this aullava speaks ({', '.join(TEMPLATE_VERSIONS)})")

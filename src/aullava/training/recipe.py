@@ -27,14 +27,17 @@ from aullava.datasets import FormatExpanded, build_dataset
 from aullava.model.llava_checkpoint import expand_from_llava, init_projector_from_llava
 from aullava.model.config import AuLlavaConfig, check_keys
 from aullava.model.modeling import CONFIG_NAME, AuLlavaModel
+from aullava.training.augment import AugmentConfig, AugmentedFaces
 from aullava.training.present_weights import apply_balanced_weights, split_present_weight
 from aullava.training.trainer import AuLlavaCollator, AuLlavaTrainer
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "data", "vision_stage", "training")
-DATA_KEYS = ("train", "eval", "formats", "share_prefix", "crop_cache", "preprocess_workers")
-VISION_STAGE_KEYS = ("steps", "batch_size", "learning_rate", "freeze", "from")
+SECTIONS = ("model", "data", "vision_stage", "llm_stage", "training")
+DATA_KEYS = ("train", "eval", "formats", "share_prefix", "crop_cache", "preprocess_workers", "augment")
+VISION_STAGE_KEYS = ("steps", "batch_size", "learning_rate", "freeze", "from", "invariance")
+INVARIANCE_KEYS = ("steps", "batch_size", "learning_rate")
+LLM_STAGE_KEYS = ("from",)
 # old spelling → new: read with a deprecation note (`warmup:` was easy to confuse with `training.warmup_steps`)
 RENAMED_SECTIONS = {"warmup": "vision_stage"}
 VISION_STAGE_DIR = "vision-warmup"  # where a run keeps the vision stage's result (name kept: runs resume from it)
@@ -90,11 +93,23 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     model_spec = split_present_weight(expand_from_llava(recipe["model"])[0])[0]
     AuLlavaConfig.from_dict(model_spec)  # strict, before anything is built
     check_keys(recipe["data"], DATA_KEYS, "data")
+    augment = AugmentConfig.from_spec(recipe["data"].get("augment"))
+    if recipe.get("llm_stage"):
+        check_keys(recipe["llm_stage"], LLM_STAGE_KEYS, "llm_stage")
+        source = recipe["llm_stage"].get("from")
+        if source is not None and not (Path(source) / CONFIG_NAME).is_file():
+            raise ValueError(f"llm_stage.from: {source} is not a model directory (no {CONFIG_NAME})")
     if recipe.get("vision_stage"):
         check_keys(recipe["vision_stage"], VISION_STAGE_KEYS, "vision_stage")
         unknown = set(recipe["vision_stage"].get("freeze") or []) - set(FREEZABLE)
         if unknown:
             raise ValueError(f"vision_stage.freeze: unknown parts {sorted(unknown)}; expected some of {FREEZABLE}")
+        invariance = recipe["vision_stage"].get("invariance")
+        if invariance is not None:
+            check_keys(invariance, INVARIANCE_KEYS, "vision_stage.invariance")
+            if augment is None:
+                raise ValueError("vision_stage.invariance trains the image side against perturbed crops: "
+                                 "set data.augment (true, or its settings)")
         source = recipe["vision_stage"].get("from")
         if source is not None:
             if recipe["vision_stage"].get("steps"):
@@ -136,6 +151,9 @@ def build_training(recipe: dict[str, Any], callbacks: list | None = None) -> AuL
     base = build_dataset(data["train"], num_aus=len(model.au_set), image_size=model.vision_encoder.image_size,
                          cache_root=data.get("crop_cache"), workers=data.get("preprocess_workers", 1),
                          geometry=model.wants_geometry)
+    augment = AugmentConfig.from_spec(data.get("augment"))
+    if augment is not None:  # both stages read perturbed crops; the invariance stage takes the clean ones below
+        base = AugmentedFaces(base, augment, seed=args.seed)
     if balanced:
         weights = apply_balanced_weights(model, base)
         log.info("present weights (balanced): %s", ", ".join(f"{au} {w:g}" for au, w in weights.items()))
@@ -164,6 +182,10 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
         log.warning("resuming from %s", checkpoint)
     else:
         _vision_stage(trainer, stage, output_dir / VISION_STAGE_DIR)
+        source = (recipe.get("llm_stage") or {}).get("from")
+        if source is not None:
+            log.info("LLM stage: starting from the LLM adapter of %s", source)
+            trainer.model.load_llm_side(source)
     freeze_parts(trainer.model, stage.get("freeze") or [])  # before the optimizer is built, also on resume
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
@@ -209,26 +231,42 @@ def freeze_parts(model: AuLlavaModel, parts: list[str]) -> None:
 
 
 def _vision_stage(trainer: AuLlavaTrainer, spec: dict[str, Any], directory: Path) -> None:
+    """The image side for the LLM stage: another model's (`from`) or a warm-up (`steps`), then, with `invariance`,
+    trained to give perturbed crops the clean crops' tokens. A finished stage is saved under `directory` and loaded
+    from there by a restarted run (a bare `from` is simply loaded again)."""
     model = trainer.model
-    if spec.get("from") is not None:
-        log.info("vision stage: the image side of %s", spec["from"])
-        model.load_image_side(spec["from"])
+    invariance = spec.get("invariance") or {}
+    progress = directory.with_name(directory.name + "-progress")
+    if spec.get("from") is None and int(spec.get("steps", 0)) <= 0 and not invariance:
         return
-    if int(spec.get("steps", 0)) <= 0:
-        return
-    if (directory / CONFIG_NAME).is_file():
+    if (spec.get("from") is None or invariance) and (directory / CONFIG_NAME).is_file():
         log.info("vision stage: loading %s", directory)
         model.load_trainable(directory)
         return
-    from aullava.training.vision_stage import warm_up_vision
+    if spec.get("from") is not None:
+        log.info("vision stage: the image side of %s", spec["from"])
+        model.load_image_side(spec["from"])
+        if not invariance:
+            return
+    elif int(spec.get("steps", 0)) > 0:
+        from aullava.training.vision_stage import warm_up_vision
 
-    progress = directory.with_name(directory.name + "-progress")
-    losses, _ = warm_up_vision(model, trainer.train_dataset.base, steps=int(spec["steps"]),
-                               batch_size=int(spec.get("batch_size", 32)),
-                               learning_rate=float(spec.get("learning_rate", 1e-3)),
-                               seed=int(trainer.args.seed), progress_dir=progress,
-                               save=trainer.args.should_save)
-    log.info("vision stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
+        losses, _ = warm_up_vision(model, trainer.train_dataset.base, steps=int(spec["steps"]),
+                                   batch_size=int(spec.get("batch_size", 32)),
+                                   learning_rate=float(spec.get("learning_rate", 1e-3)),
+                                   seed=int(trainer.args.seed), progress_dir=progress,
+                                   save=trainer.args.should_save)
+        log.info("vision stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
+    if invariance:
+        from aullava.training.invariance_stage import train_invariance
+
+        dataset = trainer.train_dataset.base
+        losses = train_invariance(model, getattr(dataset, "base", dataset), dataset.config,
+                                  steps=int(invariance.get("steps", 600)),
+                                  batch_size=int(invariance.get("batch_size", 32)),
+                                  learning_rate=float(invariance.get("learning_rate", 2e-4)),
+                                  seed=int(trainer.args.seed))
+        log.info("invariance stage: loss %.4f → %.4f", np.mean(losses[:10]), np.mean(losses[-10:]))
     if trainer.args.should_save:  # every rank runs it (same seed; DDP then syncs from rank 0); one writes
         fresh = directory.with_name(directory.name + ".tmp")  # renamed into place whole: 'config exists' = done
         shutil.rmtree(fresh, ignore_errors=True)
