@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
 
     from aullava.datasets import FormatExpanded, PatternFaces
-    from aullava.model.parallel_decoding import ParallelDecoder
+    from aullava.model.decoding.parallel import ParallelDecoder
 
     recipe = yaml.safe_load(Path(args.recipe).read_text())
     geometry = {"enabled": True, "num_tokens": args.tokens, "hidden_size": args.hidden}

@@ -114,7 +114,7 @@ def test_parallel_equals_sequential_with_geometry(char_tokenizer_dir, au_set, se
 
 def test_the_answers_read_the_geometry(char_tokenizer_dir):
     """Same crops, other geometry: other probabilities; and a geometry model without geometry is a clear error."""
-    from aullava.model.parallel_decoding import ParallelDecoder
+    from aullava.model.decoding.parallel import ParallelDecoder
 
     model = geometry_model(char_tokenizer_dir, "bp4d", 3)
     crops = random_crops(8, 3)
@@ -172,7 +172,7 @@ def test_predictor_reads_the_detected_geometry(char_tokenizer_dir, astronaut_pat
     crop and the geometry computed from the same detection."""
     from aullava.faces.images import load_image
     from aullava.inference import Predictor
-    from aullava.model.parallel_decoding import ParallelDecoder
+    from aullava.model.decoding.parallel import ParallelDecoder
 
     model = geometry_model(char_tokenizer_dir, ["AU1", "AU12", "AU25"], 6, vision="efficientnet")
     results = Predictor(model, detector=detector).predict([load_image(astronaut_path)])

@@ -12,7 +12,7 @@ from aullava.model.processing import common_prefix
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
-from aullava.model.generation import generate_answers
+from aullava.model.decoding.sequential import generate_answers
 from aullava.model.config import AuLlavaConfig
 from aullava.model.modeling import AuLlavaModel
 from aullava.training.trainer import AuLlavaCollator

@@ -11,9 +11,9 @@ import torch
 from conftest import make_char_tokenizer, tiny_model_config
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
-from aullava.inference import generate_answers
-from aullava.model.answer_grammar import AnswerGrammar
-from aullava.model.parallel_decoding import ParallelDecoder
+from aullava.model.decoding import generate_answers
+from aullava.model.decoding.grammar import AnswerGrammar
+from aullava.model.decoding.parallel import ParallelDecoder
 
 B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS
 
@@ -141,7 +141,7 @@ def test_probabilities_agree_with_the_answers(char_tokenizer_dir):
 def test_present_weight_tilt_is_undone(char_tokenizer_dir):
     """A model trained with present weight w learned w-times the odds of the digits that make a value present;
     its probabilities divide them by w again (exactly the hand computation), its greedy texts stay as they are."""
-    from aullava.model.answer_readout import value_probabilities
+    from aullava.model.decoding.readout import value_probabilities
 
     expected, dist = value_probabilities("[2]", D, 1, {1: {"0": 0.4, "2": 0.6}}, np.array([4.0]))
     np.testing.assert_allclose(dist[0], [0.4 / 0.55, 0, 0.15 / 0.55, 0, 0, 0], atol=1e-6)
@@ -183,7 +183,7 @@ def test_calibration_moves_probabilities_as_documented_and_never_the_answers(cha
 
 def test_continuous_expectation_follows_the_digit_distributions(char_tokenizer_dir):
     """A hand-built case of the documented expectation: digits along the greedy path, the middle off it."""
-    from aullava.model.answer_readout import value_probabilities
+    from aullava.model.decoding.readout import value_probabilities
 
     text = "[0.25]"
     probs = {1: {"0": 0.8, "1": 0.2}, 3: {"2": 0.5, "3": 0.5}, 4: {"5": 1.0}}

@@ -13,7 +13,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from aullava.answer_format import parse_answer
 from aullava.datasets import PatternFaces
-from aullava.model.generation import generate_answers
+from aullava.model.decoding.sequential import generate_answers
 from aullava.model.config import AuLlavaConfig
 from aullava.model.modeling import AuLlavaModel
 from aullava.training.recipe import load_recipe, train

@@ -24,7 +24,7 @@ import torch
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
-from aullava.model.generation import generate_answers
+from aullava.model.decoding import AnswerDecoder, check_decoder_options
 from aullava.model.modeling import AuLlavaModel
 from aullava.tables import to_dataframe as table_of_results
 
@@ -89,8 +89,6 @@ def load_model(model: str | Path | AuLlavaModel | None = None) -> AuLlavaModel:
     return AuLlavaModel(AuLlavaConfig()).eval()
 
 
-DECODERS = ("parallel", "sequential")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 class Predictor:
@@ -106,18 +104,7 @@ class Predictor:
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
                  device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
                  intensity: str | None = None):
-        from aullava.model.answer_readout import INTENSITY_READOUTS
-
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
-        intensity = intensity or ("mean" if decoder == "parallel" else "greedy")
-        if intensity not in INTENSITY_READOUTS:
-            raise ValueError(f"unknown intensity readout {intensity!r}; expected "
-                             f"{', '.join(INTENSITY_READOUTS)}")
-        if intensity == "mean" and decoder != "parallel":
-            raise ValueError("the mean intensity readout needs the parallel decoder's probabilities")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        intensity = check_decoder_options(decoder, precision, intensity)
         owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -127,16 +114,19 @@ class Predictor:
         self.batch_size = batch_size
         self.decoder_name, self.precision, self.intensity = decoder, precision, intensity
         self._detector = detector
-        self._parallel = None
+        self._answers: AnswerDecoder | None = None
+
+    @property
+    def answer_decoder(self) -> AnswerDecoder:
+        if self._answers is None:
+            self._answers = AnswerDecoder(self.model, decoder=self.decoder_name, precision=self.precision,
+                                          intensity=self.intensity)
+        return self._answers
 
     @property
     def parallel_decoder(self):
-        if self._parallel is None:
-            from aullava.model.parallel_decoding import ParallelDecoder
-
-            self._parallel = ParallelDecoder(self.model, autocast_dtype=PRECISIONS[self.precision],
-                                             intensity=self.intensity)
-        return self._parallel
+        """The parallel decoder itself (benchmarks count its passes); None for the sequential decoder."""
+        return self.answer_decoder.parallel
 
     @property
     def detector(self):
@@ -292,37 +282,19 @@ class Predictor:
                 for r in part]
 
     def _read(self, crops: list[tuple], fmts: list[AnswerFormat]) -> None:
-        if self.decoder_name == "parallel":
-            self._read_parallel(crops, fmts)
-        else:
-            self._read_sequential(crops, fmts, len(self.model.au_set))
-
-    def _read_parallel(self, crops: list[tuple], fmts: list[AnswerFormat]) -> None:
-        """Faces batched, each face's image encoded once and its formats branched from it."""
+        """Faces batched; each face's image encoded once (parallel decoder) and every format read."""
         for offset in range(0, len(crops), self.batch_size):
             batch = crops[offset:offset + self.batch_size]
-            readouts = self.parallel_decoder.decode(torch.from_numpy(np.stack([crop for _, crop, _ in batch])), fmts,
-                                                    geometry=self._geometry_batch([g for _, _, g in batch]))
+            readouts = self.answer_decoder.decode(torch.from_numpy(np.stack([crop for _, crop, _ in batch])), fmts,
+                                                  geometry=self._geometry_batch([g for _, _, g in batch]))
             for (face, _, _), by_format in zip(batch, readouts):
                 for fmt, readout in by_format.items():
                     face.texts[fmt.value] = readout.text
                     face.values[fmt.value] = readout.values
-                    face.expected[fmt.value] = readout.expected
+                    if readout.expected is not None:
+                        face.expected[fmt.value] = readout.expected
                     if readout.distribution is not None:
                         face.distributions[fmt.value] = readout.distribution
-
-    def _read_sequential(self, crops: list[tuple], fmts: list[AnswerFormat], n: int) -> None:
-        jobs = [(face, crop, fmt, geometry) for face, crop, geometry in crops for fmt in fmts]
-        for offset in range(0, len(jobs), self.batch_size):
-            batch = jobs[offset:offset + self.batch_size]
-            crops_t = torch.from_numpy(np.stack([crop for _, crop, _, _ in batch]))
-            with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision],
-                                enabled=PRECISIONS[self.precision] is not None):
-                texts = generate_answers(self.model, crops_t, [fmt for _, _, fmt, _ in batch],
-                                         geometry=self._geometry_batch([g for _, _, _, g in batch]))
-            for (face, _, fmt, _), text in zip(batch, texts):
-                face.texts[fmt.value] = text
-                face.values[fmt.value] = parse_answer(text, fmt, n)
 
     def predict_table(self, inputs, formats=ALL_FORMATS, progress: bool = False, selection=None,
                       blendshapes: bool = False, landmarks: bool = False) -> pd.DataFrame:

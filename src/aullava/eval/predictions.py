@@ -352,24 +352,21 @@ def _metrics(res: dict[str, Any], fmt: str) -> tuple[str, ...]:
 
 def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
                     batch_size: int = 8, progress: bool = True, decoder: str = "parallel",
-                    intensity: str = "mean") -> pd.DataFrame:
+                    intensity: str | None = None) -> pd.DataFrame:
     """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
 
     Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
     `decoder="parallel"` (the readout `predict` uses) also gives the expectation columns (`AU01_p` p(present),
     `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only (greedy).
-    `intensity`: the parallel decoder's readout of discrete and continuous values ("mean" or "greedy",
-    `ParallelDecoder`)."""
+    `intensity`: the parallel decoder's readout of discrete and continuous values ("mean", its default, or
+    "greedy"); decoding is `aullava.model.decoding.AnswerDecoder`, the one `predict` uses."""
     import torch
     from tqdm.auto import tqdm
 
-    from aullava.answer_format import parse_answer
     from aullava.datasets.labels import au_columns
-    from aullava.model.generation import generate_answers
-    from aullava.model.parallel_decoding import ParallelDecoder
+    from aullava.model.decoding import AnswerDecoder, check_decoder_options
 
-    if decoder not in ("parallel", "sequential"):
-        raise ValueError(f"unknown decoder {decoder!r}; expected parallel or sequential")
+    intensity = check_decoder_options(decoder, "fp32", intensity)
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
     out = faces.table[keys].copy()
     formats = [f for f in formats if f in faces.au_sets]
@@ -380,21 +377,17 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     expected = {f: np.full_like(values[f], np.nan) for f in formats}
     bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
     for au_set, fmts in groups.values():
-        parallel = ParallelDecoder(model, au_set=au_set, intensity=intensity) if decoder == "parallel" else None
+        answers = AnswerDecoder(model, au_set=au_set, decoder=decoder, intensity=intensity)
         for start in range(0, len(faces), batch_size):
             rows = range(start, min(start + batch_size, len(faces)))
             crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))
             geometry = model.processor.geometry_batch([faces.geometry(i) for i in rows]) \
                 if getattr(model, "wants_geometry", False) else None
-            if parallel is not None:
-                for i, by_format in zip(rows, parallel.decode(crops, fmts, geometry=geometry)):
-                    for fmt, readout in by_format.items():
-                        values[fmt.value][i], expected[fmt.value][i] = readout.values, readout.expected
-            else:
-                for fmt in fmts:
-                    texts = generate_answers(model, crops, [fmt] * len(rows), [au_set] * len(rows), geometry)
-                    for i, text in zip(rows, texts):
-                        values[fmt][i] = parse_answer(text, fmt, len(au_set))
+            for i, by_format in zip(rows, answers.decode(crops, fmts, geometry=geometry)):
+                for fmt, readout in by_format.items():
+                    values[fmt.value][i] = readout.values
+                    if readout.expected is not None:
+                        expected[fmt.value][i] = readout.expected
             bar.update(len(rows))
     bar.close()
     for fmt in formats:

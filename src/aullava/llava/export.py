@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from aullava.answer_format import ALL_FORMATS
-from aullava.model.decoding import max_answer_tokens
+from aullava.model.decoding.vocabulary import max_answer_tokens
 from aullava.model.encoder import HFVisionTower
 from aullava.model.modeling import AuLlavaModel
 from aullava.model.prompts import build_prompt

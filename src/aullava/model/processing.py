@@ -21,7 +21,7 @@ import torch
 from aullava.answer_format import AnswerFormat, serialize_answer
 from aullava.au_catalogue import AUSet
 from aullava.face_geometry import FEATURE_SIZE
-from aullava.model.decoding import answer_vocabulary
+from aullava.model.decoding.vocabulary import answer_vocabulary
 from aullava.model.prompts import TEMPLATE_VERSION, build_prompt, check_template_version
 
 

@@ -1,6 +1,6 @@
 """Parallel (Jacobi) decoding of constrained answers, with the probability of every value.
 
-The sequential decoder (`inference.generate_answers`) runs one narrow pass through the LLM per answer token; two of
+The sequential decoder (`decoding.sequential.generate_answers`) runs one narrow pass through the LLM per answer token; two of
 every three tokens are forced separators. Here the whole answer is guessed (a draft), run in one wide pass, and each
 position's constrained argmax is read off at once. Positions up to the first one whose argmax differs from the draft
 are exactly what greedy decoding would produce (each was predicted from a prefix that greedy decoding also
@@ -18,8 +18,8 @@ layout), the image encoder once per face, and in the v2 layout the three formats
 state. At the fixed point every position's distribution was computed from the
 greedy prefix before it, which gives the probabilities (`Readout`) at no extra cost.
 
-The constraint and the drafts are `answer_grammar`; turning the fixed point's distributions into values and
-probabilities is `answer_readout`.
+The constraint and the drafts are `decoding.grammar`; turning the fixed point's distributions into values and
+probabilities is `decoding.readout`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch
 
 from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.au_catalogue import AUSet
-from aullava.model.answer_grammar import AnswerGrammar, draft_values, repair_value
-from aullava.model.answer_readout import INTENSITY_READOUTS, Readout, first_digit, read_out
-from aullava.model.decoding import answer_vocabulary
+from aullava.model.decoding.grammar import AnswerGrammar, draft_values, repair_value
+from aullava.model.decoding.readout import INTENSITY_READOUTS, Readout, first_digit, read_out
+from aullava.model.decoding.vocabulary import answer_vocabulary
 from aullava.model.llm import final_logits
 
 KVState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (rows, heads, length, dim)

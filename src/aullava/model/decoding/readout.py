@@ -1,6 +1,6 @@
 """What an answer's token distributions say about each AU: the values and their probabilities.
 
-The decoder (`parallel_decoding`) leaves, at each non-forced position of the greedy answer, the calibrated
+The parallel decoder (`decoding.parallel`) leaves, at each non-forced position of the greedy answer, the calibrated
 distribution over the tokens the constraint allowed there. Here they become per-digit distributions, per-AU value
 distributions and expectations.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aullava.answer_format import AnswerFormat, format_value, parse_answer
-from aullava.model.answer_grammar import AnswerGrammar
+from aullava.model.decoding.grammar import AnswerGrammar
 
 INTENSITY_READOUTS = ("mean", "greedy")
 
@@ -42,7 +42,7 @@ class Readout:
 
     text: str
     values: np.ndarray
-    expected: np.ndarray
+    expected: np.ndarray | None  # None from the sequential decoder (it keeps no distributions)
     distribution: np.ndarray | None
     passes: int = 1
     token_ids: list[int] = field(default_factory=list, repr=False)

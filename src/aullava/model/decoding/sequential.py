@@ -1,4 +1,4 @@
-"""Constrained greedy generation of answers: one answer per (crop, format, AU set) row.
+"""The reference decoder: constrained greedy generation, one token per pass, one answer per (crop, format, AU set) row.
 
 Rows asking the same AU set share its fixed description: its key/value cache is computed once and repeated over the
 rows, so each row only runs its image tokens, its format question and its answer. The processor lays out the
@@ -14,7 +14,8 @@ import torch
 
 from aullava.answer_format import AnswerFormat
 from aullava.au_catalogue import AUSet
-from aullava.model.decoding import AnswerConstraint, max_answer_tokens
+from aullava.model.decoding.grammar import AnswerConstraint
+from aullava.model.decoding.vocabulary import max_answer_tokens
 
 
 @torch.no_grad()

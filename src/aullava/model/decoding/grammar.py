@@ -1,9 +1,11 @@
 """The answer grammar as token constraints, and the drafts parallel decoding starts from.
 
 Constrained decoding may only write tokens that keep the text a valid prefix of an answer in the asked format
-(`answer_format`). Which tokens those are depends only on a few dozen grammar states, so `AnswerGrammar` memoises
-them; `draft_values` and `repair_value` turn a guessed vector (another format's answer, or a pass's argmaxes) into
-value texts the grammar accepts.
+(`answer_format.is_valid_prefix`), and EOS only once the answer is complete, so every answer parses, with the right
+length and range, even from a random-init model. Which tokens those are depends only on a few dozen grammar states,
+so `AnswerGrammar` memoises them; both decoders ask it (`AnswerConstraint` is the same rule as a `transformers`
+logits processor). `draft_values` and `repair_value` turn a guessed vector (another format's answer, or a pass's
+argmaxes) into value texts the grammar accepts.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
+from transformers import LogitsProcessor
 
 from aullava.answer_format import (AnswerFormat, binary_from_continuous, binary_from_discrete, format_value,
                                    is_complete, is_valid_prefix)
-from aullava.model.decoding import answer_vocabulary
+from aullava.model.decoding.vocabulary import answer_vocabulary
 
 
 class AnswerGrammar:
@@ -23,9 +27,9 @@ class AnswerGrammar:
     Allowed continuations of a valid prefix depend only on its unfinished last value and on how many values are
     still to come (capped: one token holds at most a few separators), so a few dozen states cover every answer."""
 
-    def __init__(self, tokenizer, fmt: AnswerFormat, num_aus: int):
+    def __init__(self, tokenizer, fmt: AnswerFormat, num_aus: int, eos_token_id: int | None = None):
         self.fmt, self.num_aus = fmt, num_aus
-        self.eos = tokenizer.eos_token_id
+        self.eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
         self.vocab = sorted(answer_vocabulary(tokenizer))  # (id, text) in id order: argmax ties break like torch's
         self.text_of = dict(self.vocab)
         self.text_of[self.eos] = ""
@@ -71,6 +75,40 @@ class AnswerGrammar:
                 return rest + "]"
             rest += ", "
         return rest + ", ".join(guesses[index + 1:]) + "]"
+
+
+class AnswerConstraint(LogitsProcessor):
+    """The grammar as a `transformers` logits processor (the sequential decoder, `generate`); one per batch, rows may
+    have different formats and lengths."""
+
+    def __init__(self, tokenizer, formats: list[AnswerFormat], num_aus: int | list[int], eos_token_id: int):
+        self.tokenizer = tokenizer
+        self.text_of = dict(answer_vocabulary(tokenizer))
+        self.formats = formats
+        self.num_aus = [num_aus] * len(formats) if isinstance(num_aus, int) else list(num_aus)
+        self.eos = eos_token_id
+        self.prompt_len: int | None = None
+        self._grammars: dict[tuple[AnswerFormat, int], AnswerGrammar] = {}
+
+    def answer_text(self, generated: list[int]) -> str:
+        return "".join(self.text_of.get(t, "") for t in generated if t != self.eos)
+
+    def grammar(self, fmt: AnswerFormat, num_aus: int) -> AnswerGrammar:
+        if (fmt, num_aus) not in self._grammars:
+            self._grammars[fmt, num_aus] = AnswerGrammar(self.tokenizer, fmt, num_aus, self.eos)
+        return self._grammars[fmt, num_aus]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_len is None:
+            self.prompt_len = input_ids.shape[1]  # 0 when generation starts from inputs_embeds
+        mask = torch.full_like(scores, float("-inf"))
+        for row, (fmt, num_aus) in enumerate(zip(self.formats, self.num_aus)):
+            generated = input_ids[row, self.prompt_len:].tolist()
+            if self.eos in generated:
+                mask[row, self.eos] = 0.0  # finished: keep padding with EOS
+                continue
+            mask[row, list(self.grammar(fmt, num_aus).allowed(self.answer_text(generated)))] = 0.0
+        return scores + mask
 
 
 def repair_value(value: str, grammar: AnswerGrammar) -> str:
