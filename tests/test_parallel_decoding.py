@@ -264,3 +264,54 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
     np.testing.assert_array_equal(sequential[answers].to_numpy(), greedy[answers].to_numpy())
     with pytest.raises(ValueError, match="parallel decoder"):
         Predictor(model, detector=detector, decoder="sequential", intensity="mean")
+
+
+def test_parallel_equals_sequential_in_the_v2_layout(char_tokenizer_dir):
+    """Checkpoints of the v2 prompt template (question after the image, one state per face for all formats) keep
+    their layout, and the parallel decoder stays exact on it."""
+    from aullava.model.modeling import AuLlavaModel
+    from aullava.model.prompts import TEMPLATE_V2
+
+    torch.manual_seed(6)
+    config = tiny_model_config(char_tokenizer_dir, au_set="disfa", vision="clip")
+    config.template_version = TEMPLATE_V2
+    model = tiny_model(char_tokenizer_dir, "disfa", 6)
+    v2 = AuLlavaModel(config).eval()
+    v2.load_state_dict(model.state_dict())
+    assert v2.processor.prompt_ids(B)[0] == v2.processor.prompt_ids(C)[0]  # one description before the face
+    assert model.processor.prompt_ids(B)[0] != model.processor.prompt_ids(C)[0]  # v3: one per format
+    decoder, readouts, _ = compare(v2, random_crops(30, 6))
+    assert len(decoder._prefixes) == 1
+    v3 = ParallelDecoder(model).decode(random_crops(30, 6))
+    assert not np.allclose([r[B].expected for r in readouts], [r[B].expected for r in v3])  # another layout
+
+
+def test_one_pass_over_the_greedy_answer_is_the_exact_readout(char_tokenizer_dir):
+    """One pass conditions each value on the draft's values before it; with the greedy answer as the draft that is
+    the exact readout: same texts, values and probabilities, in one pass."""
+    model = tiny_model(char_tokenizer_dir, "bp4d", 7)
+    crops = random_crops(24, 7)
+    exact = ParallelDecoder(model).decode(crops)
+    drafts = {f: [parse_answer(r[f].text, f, 12) for r in exact] for f in ALL_FORMATS}
+    for intensity in ("mean", "greedy"):
+        reference = exact if intensity == "mean" else ParallelDecoder(model, intensity="greedy").decode(crops)
+        one = ParallelDecoder(model, intensity=intensity, one_pass=True).decode(crops, drafts=drafts)
+        for a, b in zip(reference, one):
+            for fmt in ALL_FORMATS:
+                assert b[fmt].passes == 1 and a[fmt].text == b[fmt].text
+                np.testing.assert_array_equal(a[fmt].values, b[fmt].values)
+                np.testing.assert_allclose(a[fmt].expected, b[fmt].expected, atol=1e-6)
+
+
+def test_one_pass_values_are_each_positions_choice_given_the_draft(char_tokenizer_dir):
+    """From an all-absent draft, a binary value is what the model prefers after 'all earlier AUs absent' — its
+    p(present) ≥ 0.5 exactly when the value is 1 (uncalibrated model) — and the answer always parses."""
+    model = tiny_model(char_tokenizer_dir, "bp4d", 8)
+    crops = random_crops(24, 8)
+    one = ParallelDecoder(model, one_pass=True).decode(crops, [B])
+    values = np.stack([r[B].values for r in one])
+    p = np.stack([r[B].expected for r in one])
+    assert np.array_equal(values, (p >= 0.5).astype(values.dtype))
+    assert 0 < values.mean() < 1  # not all one answer
+    exact = ParallelDecoder(model).decode(crops, [B])
+    assert all(r[B].passes == 1 for r in one) and max(r[B].passes for r in exact) > 1

@@ -116,7 +116,8 @@ def _model_predictions(args: argparse.Namespace, frames, formats: list[str], ask
                                                     if unasked else ""), file=sys.stderr)
     formats = [f for f in formats if f in faces.au_sets]
     table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet,
-                            intensity=getattr(args, "intensity", "mean"))
+                            intensity=getattr(args, "intensity", "mean"),
+                            precision=getattr(args, "precision", "fp32"))
     return table, faces.table, truth_keys(faces.table), formats
 
 
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
                           help="discrete and continuous values: the expected intensity on the format's grid (mean, "
                                "the default) or the digits the LLM wrote greedily")
+    evaluate.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                          help="the LLM's arithmetic: fp32, or bfloat16 autocast (as predict --precision)")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)
 

@@ -98,13 +98,14 @@ class Predictor:
     "sequential" (one token per pass: the reference). `precision` "bf16" runs the LLM under bfloat16 autocast (faster
     on CPUs with AMX; answers may differ from fp32 where the model hesitates). `intensity`: the discrete and
     continuous values, "mean" (the expected intensity on the format's grid, the parallel decoder's default) or
-    "greedy" (the digits the LLM wrote; the sequential decoder's only readout). A model loaded here gets its LoRA
-    merged into the weights; a model passed in is left as it is."""
+    "greedy" (the digits the LLM wrote; the sequential decoder's only readout). `readout`: "exact" (the greedy answer)
+    or "one-pass" (one pass over a draft; `aullava.model.decoding.AnswerDecoder` says what it returns). A model
+    loaded here gets its LoRA merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
                  device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
-                 intensity: str | None = None):
-        intensity = check_decoder_options(decoder, precision, intensity)
+                 intensity: str | None = None, readout: str = "exact"):
+        intensity = check_decoder_options(decoder, precision, intensity, readout)
         owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -112,7 +113,7 @@ class Predictor:
         if owned:
             self.model.merge_lora()
         self.batch_size = batch_size
-        self.decoder_name, self.precision, self.intensity = decoder, precision, intensity
+        self.decoder_name, self.precision, self.intensity, self.readout = decoder, precision, intensity, readout
         self._detector = detector
         self._answers: AnswerDecoder | None = None
 
@@ -120,7 +121,7 @@ class Predictor:
     def answer_decoder(self) -> AnswerDecoder:
         if self._answers is None:
             self._answers = AnswerDecoder(self.model, decoder=self.decoder_name, precision=self.precision,
-                                          intensity=self.intensity)
+                                          intensity=self.intensity, readout=self.readout)
         return self._answers
 
     @property

@@ -352,7 +352,7 @@ def _metrics(res: dict[str, Any], fmt: str) -> tuple[str, ...]:
 
 def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
                     batch_size: int = 8, progress: bool = True, decoder: str = "parallel",
-                    intensity: str | None = None) -> pd.DataFrame:
+                    intensity: str | None = None, precision: str = "fp32") -> pd.DataFrame:
     """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
 
     Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
@@ -366,7 +366,7 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     from aullava.datasets.labels import au_columns
     from aullava.model.decoding import AnswerDecoder, check_decoder_options
 
-    intensity = check_decoder_options(decoder, "fp32", intensity)
+    intensity = check_decoder_options(decoder, precision, intensity)
     keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
     out = faces.table[keys].copy()
     formats = [f for f in formats if f in faces.au_sets]
@@ -377,7 +377,7 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
     expected = {f: np.full_like(values[f], np.nan) for f in formats}
     bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
     for au_set, fmts in groups.values():
-        answers = AnswerDecoder(model, au_set=au_set, decoder=decoder, intensity=intensity)
+        answers = AnswerDecoder(model, au_set=au_set, decoder=decoder, precision=precision, intensity=intensity)
         for start in range(0, len(faces), batch_size):
             rows = range(start, min(start + batch_size, len(faces)))
             crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))

@@ -27,17 +27,23 @@ from aullava.model.decoding.sequential import generate_answers
 from aullava.model.decoding.vocabulary import answer_vocabulary, max_answer_tokens
 
 DECODERS = ("parallel", "sequential")
+READOUTS = ("exact", "one-pass")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 __all__ = ["AnswerConstraint", "AnswerDecoder", "AnswerGrammar", "DECODERS", "INTENSITY_READOUTS", "PRECISIONS",
+           "READOUTS",
            "ParallelDecoder", "Readout", "answer_vocabulary", "check_decoder_options", "generate_answers",
            "max_answer_tokens"]
 
 
-def check_decoder_options(decoder: str, precision: str, intensity: str | None) -> str:
-    """Checks the three choices together; returns the intensity readout (each decoder's default if None)."""
+def check_decoder_options(decoder: str, precision: str, intensity: str | None, readout: str = "exact") -> str:
+    """Checks the choices together; returns the intensity readout (each decoder's default if None)."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
+    if readout == "one-pass" and decoder != "parallel":
+        raise ValueError("the one-pass readout is the parallel decoder's first pass; use decoder 'parallel'")
     intensity = intensity or ("mean" if decoder == "parallel" else "greedy")
     if intensity not in INTENSITY_READOUTS:
         raise ValueError(f"unknown intensity readout {intensity!r}; expected {', '.join(INTENSITY_READOUTS)}")
@@ -53,15 +59,22 @@ class AnswerDecoder:
 
     `decode` returns, per face, format → `Readout`. The parallel decoder keeps caches of the text before the face
     (build a new `AnswerDecoder` after changing the model's weights); the sequential one gives texts and values only
-    (`expected` None)."""
+    (`expected` None).
+
+    `readout`: "exact" (the greedy answer, token for token, and each value's distribution given the greedy values
+    before it) or "one-pass" (a single pass over a draft — all absent for the first format, the previous format's
+    answer for the next: each value's distribution given the *draft's* values before it, the answer from each
+    value's most likely digits; faster, and one flipped value does not move the ones after it, but not the greedy
+    text in general)."""
 
     def __init__(self, model, au_set: AUSet | None = None, decoder: str = "parallel", precision: str = "fp32",
-                 intensity: str | None = None):
-        self.intensity = check_decoder_options(decoder, precision, intensity)
-        self.model, self.decoder, self.precision = model, decoder, precision
+                 intensity: str | None = None, readout: str = "exact"):
+        self.intensity = check_decoder_options(decoder, precision, intensity, readout)
+        self.model, self.decoder, self.precision, self.readout = model, decoder, precision, readout
         self.au_set = au_set or model.au_set
         self.parallel = ParallelDecoder(model, au_set=self.au_set, autocast_dtype=PRECISIONS[precision],
-                                        intensity=self.intensity) if decoder == "parallel" else None
+                                        intensity=self.intensity, one_pass=readout == "one-pass") \
+            if decoder == "parallel" else None
 
     @property
     def with_probabilities(self) -> bool:

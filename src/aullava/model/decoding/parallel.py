@@ -56,12 +56,13 @@ class ParallelDecoder:
     continuous values are read out, "mean" (the expectation on the format's grid) or "greedy" (the text's digits)."""
 
     def __init__(self, model, au_set: AUSet | None = None, autocast_dtype: torch.dtype | None = None,
-                 intensity: str = "mean"):
+                 intensity: str = "mean", one_pass: bool = False):
         if intensity not in INTENSITY_READOUTS:
             raise ValueError(f"unknown intensity readout {intensity!r}; expected "
                              f"{', '.join(INTENSITY_READOUTS)}")
         self.model = model
         self.intensity = intensity
+        self.one_pass = one_pass
         self.au_set = au_set or model.au_set
         self.tokenizer = model.tokenizer
         self.autocast_dtype = autocast_dtype
@@ -198,6 +199,9 @@ class ParallelDecoder:
             cached = start + len(question) + fed_from
             hidden, state = self._run(state, cached, input_ids=ids.to(self.device))
             logits = self._logits(hidden).cpu().numpy()  # logits[:, k] predict answer token fed_from + k + 1
+            if self.one_pass:
+                return [self._one_pass(grammar, fmt, rows[r], sequences[i], logits[i][len(question) - 1:])
+                        for i, r in enumerate(active)]
             still, keep_until = [], None
             for i, r in enumerate(active):
                 first_wrong = self._verify(grammar, rows[r], sequences[i], logits[i], fed_from)
@@ -214,6 +218,34 @@ class ParallelDecoder:
             fed_from, active = keep_until, [active[i] for i in still]
         return [read_out(grammar, fmt, row.accepted, row.dists, self.present_weights, self.intensity, row.passes)
                 for row in rows]
+
+    def _one_pass(self, grammar: AnswerGrammar, fmt: AnswerFormat, row: _Row, seq: list[int],
+                  logits: np.ndarray) -> Readout:  # logits[j]: the prediction of answer token j
+        """The readout of one pass over the draft `seq`: at every value position the distribution given the draft's
+        values before it (not the model's own greedy values: no cascade of an earlier flip), the answer from each
+        position's constrained argmax (binary, discrete; a continuous value's argmax digits made valid), and the
+        expectations along the draft. Not the greedy text in general."""
+        texts = [grammar.text_of[t] for t in seq]
+        text, chosen = "", []
+        for j, token in enumerate(seq):
+            allowed = grammar.allowed(text)
+            if len(allowed) > 1 and j < logits.shape[0]:
+                scores = logits[j, [self.column[t] for t in allowed]]
+                row.dists[j] = (allowed, self._calibrated(grammar, allowed, scores))
+                chosen.append(grammar.text_of[allowed[int(np.argmax(scores))]])
+                text += texts[j]
+                continue
+            chosen.append(texts[j])
+            text += texts[j]
+        readout = read_out(grammar, fmt, seq, row.dists, self.present_weights, self.intensity, passes=1)
+        values = [repair_value(v, grammar) for v in "".join(chosen)[1:-1].split(", ")]
+        if len(values) != grammar.num_aus:  # a token that spans a separator changed: keep the draft's layout
+            values = "".join(texts)[1:-1].split(", ")
+        answer = "[" + ", ".join(values) + "]"
+        readout.text = answer
+        if fmt is AnswerFormat.BINARY or self.intensity == "greedy":
+            readout.values = parse_answer(answer, fmt, grammar.num_aus)
+        return readout
 
     def _needed_length(self, grammar: AnswerGrammar, seq: list[int]) -> int:
         """Answer tokens to feed: those before the last position whose token is not forced (a forced token needs
