@@ -4,6 +4,10 @@ detection, tracking, AU readout, the table written in chunks), the model loaded 
     .venv/bin/python benchmarks/video_speed.py                       # a 30 s 720p video made here, --every 5, binary
     .venv/bin/python benchmarks/video_speed.py --video talk.mp4 --every 5 --formats binary discrete
     .venv/bin/python benchmarks/video_speed.py --seconds 2           # a short check that it runs
+    .venv/bin/python benchmarks/video_speed.py --arm runs/v2-3k:fp32:exact:0 --arm default:bf16:exact:2  # before/after
+
+An arm is MODEL:PRECISION:READOUT:AHEAD (MODEL a checkpoint or `default`; AHEAD the chunks decoded and detected ahead
+of the readout, 0 = one after the other, as before 2026-12-05); arms run one after the other on the same video.
 
 The video made here shows the bundled example face moving across a 1280×720 frame and changing size (30 fps,
 H.264), so every analysed frame has one face. Reported: analysed frames/s, faces/s, and how many seconds of video one
@@ -56,55 +60,76 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the video made here (default 30)")
     parser.add_argument("--every", type=int, default=5, help="analyse every N-th frame (default 5)")
     parser.add_argument("--formats", nargs="+", default=["binary"], choices=["binary", "discrete", "continuous"])
-    parser.add_argument("--model", help="checkpoint (default: the shipped default model)")
+    parser.add_argument("--arm", action="append", help="MODEL:PRECISION:READOUT:AHEAD (repeat; default: the "
+                        "shipped model with predict's defaults)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=16, help="analysed frames per readout chunk")
     args = parser.parse_args(argv)
 
     import torch
 
-    from aullava.faces.video_frames import FrameSelection, probe_video
-    from aullava.inference import Predictor, to_dataframe
-    from aullava.tables import TableWriter, table_columns
+    from aullava.faces.video_frames import probe_video
 
+    rows = []
     with tempfile.TemporaryDirectory(prefix="aullava-video-speed-") as folder:
         video = Path(args.video) if args.video else make_video(Path(folder) / "face-720p.mp4", args.seconds)
         info = probe_video(video)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            predictor = Predictor(args.model, batch_size=args.batch_size, device="cpu")
-        from aullava.faces.images import load_image
-
-        example = load_image(files("aullava").joinpath("resources", "examples", "astronaut.png"))
-        predictor.predict([example], args.formats)  # warm-up: MediaPipe graphs, the decoder's prefix cache
-        selection = FrameSelection(every=args.every)
-        columns = table_columns(predictor.model.au_set, args.formats)
-        writer = TableWriter(Path(folder) / "aus.csv", "csv", columns)
-        read_time = 0.0
-        original_read = predictor._read
-
-        def timed_read(crops, fmts):  # the readout's share of the time
-            nonlocal read_time
-            start = time.perf_counter()
-            original_read(crops, fmts)
-            read_time += time.perf_counter() - start
-
-        predictor._read = timed_read
-        frames = faces = 0
-        start = time.perf_counter()
-        for part in predictor.iter_predict([video], args.formats, selection=selection):
-            writer.write(to_dataframe(part, predictor.model.au_set, args.formats, probabilities=True))
-            frames += len(part)
-            faces += sum(len(r.faces) for r in part)
-        elapsed = time.perf_counter() - start
-        writer.close()
-    duration = info.duration or (info.expected_frames or 0) / (info.fps or 30)
-    print(f"video: {info.width}×{info.height}, {info.fps:.2f} fps, {duration:.1f} s, codec {info.codec}; "
-          f"--every {args.every}, formats {' '.join(args.formats)}, torch threads {torch.get_num_threads()}")
-    print(f"analysed frames: {frames} ({faces} faces) in {elapsed:.1f} s")
-    print(f"  {frames / elapsed:.2f} analysed frames/s, {faces / elapsed:.2f} faces/s, "
-          f"{duration / elapsed:.2f} s of video per second")
-    print(f"  time: decoding + detection + tracking {elapsed - read_time:.1f} s, AU readout {read_time:.1f} s")
+        duration = info.duration or (info.expected_frames or 0) / (info.fps or 30)
+        print(f"video: {info.width}×{info.height}, {info.fps:.2f} fps, {duration:.1f} s, codec {info.codec}; "
+              f"--every {args.every}, formats {' '.join(args.formats)}, torch threads {torch.get_num_threads()}, "
+              f"chunk {args.chunk}")
+        for arm in args.arm or [None]:
+            frames, faces, elapsed, read_time = run_arm(arm, video, Path(folder), args)
+            rows.append((arm or "default", frames, faces, elapsed, read_time, duration))
+            print(f"{arm or 'default'}: analysed frames: {frames} ({faces} faces) in {elapsed:.1f} s; "
+                  f"{frames / elapsed:.2f} analysed frames/s, {faces / elapsed:.2f} faces/s, "
+                  f"{duration / elapsed:.2f} s of video per second; AU readout {read_time:.1f} s "
+                  f"({frames / max(read_time, 1e-9):.2f} frames/s of readout alone)", flush=True)
+    print("\n| arm | analysed frames/s | target |\n|---|---:|---:|")
+    for arm, frames, _, elapsed, _, _ in rows:
+        print(f"| {arm} | {frames / elapsed:.2f} | ≥ 8 |")
     return 0
+
+
+def run_arm(arm: str | None, video: Path, folder: Path, args) -> tuple[int, int, float, float]:
+    from aullava.faces.images import load_image
+    from aullava.faces.video_frames import FrameSelection
+    from aullava.inference import Predictor, to_dataframe
+    from aullava.tables import TableWriter, table_columns
+
+    options = {}
+    model = None
+    if arm:
+        model, precision, readout, ahead = arm.split(":")
+        model = None if model == "default" else model
+        options = {"precision": precision, "readout": readout, "read_ahead": int(ahead)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictor = Predictor(model, batch_size=args.batch_size, device="cpu", **options)
+    example = load_image(files("aullava").joinpath("resources", "examples", "astronaut.png"))
+    predictor.predict([example], args.formats)  # warm-up: MediaPipe graphs, the decoder's prefix caches
+    selection = FrameSelection(every=args.every)
+    columns = table_columns(predictor.model.au_set, args.formats)
+    writer = TableWriter(folder / "aus.csv", "csv", columns)
+    read_time = 0.0
+    original_read = predictor._read
+
+    def timed_read(crops, fmts):  # the readout's share of the time
+        nonlocal read_time
+        start = time.perf_counter()
+        original_read(crops, fmts)
+        read_time += time.perf_counter() - start
+
+    predictor._read = timed_read
+    frames = faces = 0
+    start = time.perf_counter()
+    for part in predictor.iter_predict([video], args.formats, selection=selection, chunk=args.chunk):
+        writer.write(to_dataframe(part, predictor.model.au_set, args.formats, probabilities=True))
+        frames += len(part)
+        faces += sum(len(r.faces) for r in part)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return frames, faces, elapsed, read_time
 
 
 if __name__ == "__main__":

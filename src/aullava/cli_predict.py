@@ -35,6 +35,12 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
                          help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
                               "the digits the LLM wrote greedily")
+    predict.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                         help="the LLM's arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with AMX)")
+    predict.add_argument("--readout", default="exact", choices=["exact", "one-pass"],
+                         help="exact: the LLM's greedy answer and each value's probability given the greedy values "
+                              "before it (default); one-pass: one pass, each value given 'all earlier AUs absent' "
+                              "(binary) or the previous format's answer — faster, not the greedy text")
     video = predict.add_argument_group("videos")
     video.add_argument("--every", type=positive_int, default=1, metavar="N",
                        help="analyse every N-th frame (counted from the first analysed one; default 1: all)")
@@ -162,7 +168,8 @@ def _load_predictor(args, device, info):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = Predictor(args.model, batch_size=args.batch_size, device=device, intensity=args.intensity)
+        predictor = Predictor(args.model, batch_size=args.batch_size, device=device, intensity=args.intensity,
+                              precision=args.precision, readout=args.readout)
     if info.is_main:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)

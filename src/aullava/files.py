@@ -33,3 +33,14 @@ def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Sequence[obje
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write(Path(path), text.getvalue().encode("utf-8"))
+
+
+def printable_name(text: str) -> str:
+    """A file name as text that always encodes as UTF-8: bytes of a name that are not UTF-8 (which Python keeps as
+    lone surrogates) are written as `\\xNN` escapes, so a table never fails on a name and the bytes can be read back
+    (`os.fsencode(name)` is the escaped text decoded with 'unicode_escape' on those sequences)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")

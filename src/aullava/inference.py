@@ -67,6 +67,9 @@ class ImageResult:
     frame: int | None = None
     timestamp: float | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)  # the picture, with keep_images only
+    # picture pixels per pixel of the decoded array (x, y): a photo over 2048 px is decoded reduced for detection,
+    # and its boxes and landmarks are scaled back to the picture's own pixels
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 def default_model_dir() -> Path | None:
@@ -99,12 +102,13 @@ class Predictor:
     on CPUs with AMX; answers may differ from fp32 where the model hesitates). `intensity`: the discrete and
     continuous values, "mean" (the expected intensity on the format's grid, the parallel decoder's default) or
     "greedy" (the digits the LLM wrote; the sequential decoder's only readout). `readout`: "exact" (the greedy answer)
-    or "one-pass" (one pass over a draft; `aullava.model.decoding.AnswerDecoder` says what it returns). A model
+    or "one-pass" (one pass over a draft; `aullava.model.decoding.AnswerDecoder` says what it returns).
+    `read_ahead`: chunks of pictures a worker thread decodes and detects while the LLM reads the previous ones. A model
     loaded here gets its LoRA merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
                  device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
-                 intensity: str | None = None, readout: str = "exact"):
+                 intensity: str | None = None, readout: str = "exact", read_ahead: int = 2):
         intensity = check_decoder_options(decoder, precision, intensity, readout)
         owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
@@ -114,6 +118,7 @@ class Predictor:
             self.model.merge_lora()
         self.batch_size = batch_size
         self.decoder_name, self.precision, self.intensity, self.readout = decoder, precision, intensity, readout
+        self.read_ahead = read_ahead  # chunks decoded and detected ahead of the readout (0: one after the other)
         self._detector = detector
         self._answers: AnswerDecoder | None = None
 
@@ -145,7 +150,7 @@ class Predictor:
         """(result to fill, picture or None, tracker or None) per photo and per selected video frame, in order;
         what `done` lists (file → [(frame or None, boxes)], from a resumed table) is skipped, its boxes replayed
         into the video's tracker so the ids continue as in an uninterrupted run."""
-        from aullava.faces.images import InputError, load_image
+        from aullava.faces.images import InputError, load_image_and_size
         from aullava.faces.tracking import FaceTracker
         from aullava.faces.video_frames import iter_video_frames
 
@@ -159,9 +164,11 @@ class Predictor:
                 continue  # a photo, or a video that ended in an error: finished before
             if kind == "image":
                 try:
-                    yield ImageResult(file=name), load_image(source), None
+                    image, (width, height) = load_image_and_size(source)
                 except InputError as err:
                     yield ImageResult(file=name, error=str(err)), None, None
+                    continue
+                yield ImageResult(file=name, scale=(width / image.shape[1], height / image.shape[0])), image, None
                 continue
             tracker = FaceTracker()
             for _, boxes in written:
@@ -183,11 +190,15 @@ class Predictor:
         if not faces and result.frame is None:
             result.error = f"{result.file}: no face found"
         ids = tracker.update([f.box for f in faces]) if tracker is not None else list(range(len(faces)))
+        sx, sy = result.scale
         for face_index, (face, face_id) in enumerate(zip(faces, ids)):
-            face_result = FaceResult(face=face_index, box=tuple(float(v) for v in face.box),
+            box = (face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy)
+            landmarks = face.landmarks * np.array([sx, sy, sx], dtype=np.float32) if (sx, sy) != (1.0, 1.0) \
+                else face.landmarks
+            face_result = FaceResult(face=face_index, box=tuple(float(v) for v in box),
                                      au_ids=self.model.au_set.ids, face_id=face_id,
                                      confidence=float(face.confidence), pose=tuple(float(v) for v in face.pose),
-                                     blendshapes=dict(face.blendshapes), landmarks=face.landmarks)
+                                     blendshapes=dict(face.blendshapes), landmarks=landmarks)
             result.faces.append(face_result)
             crops.append((face_result, face.crop, self._geometry(face)))
 
@@ -256,25 +267,74 @@ class Predictor:
         total = sum(self._expected_pictures(kind, source, selection) for kind, source in sources)
         total -= sum(len(v) for v in done.values())
         bar = tqdm(total=max(total, 0), disable=not progress, desc="frames", unit="frame", dynamic_ncols=True)
-        pending, crops = [], []
-        for result, image, tracker in self._pictures(sources, selection, done):
-            if image is not None:
-                self._detect(result, image, tracker, crops)
-                if keep_images:
-                    result.image = image
-            pending.append(result)
-            if len(pending) >= chunk:
-                self._read(crops, fmts)
-                bar.update(len(pending))
-                yield pending
-                pending, crops = [], []
-        if pending:
+        for pending, crops in self._detected_chunks(sources, selection, done, chunk, keep_images):
             self._read(crops, fmts)
             bar.update(len(pending))
             yield pending
         bar.total = bar.n  # the estimate becomes the count
         bar.refresh()
         bar.close()
+
+    def _detected_chunks(self, sources, selection, done, chunk: int,
+                         keep_images: bool) -> Iterator[tuple[list[ImageResult], list]]:
+        """(results, their faces' crops) `chunk` pictures at a time. With `read_ahead` > 0 a worker thread decodes
+        and detects up to that many chunks before the AU readout asks for them: decoding and MediaPipe (mostly one
+        core, outside the GIL) overlap the LLM instead of taking turns with it. The worker stops when the consumer
+        does, and an error in it is raised here."""
+        def produce() -> Iterator[tuple[list[ImageResult], list]]:
+            pending, crops = [], []
+            for result, image, tracker in self._pictures(sources, selection, done):
+                if image is not None:
+                    self._detect(result, image, tracker, crops)
+                    if keep_images:
+                        result.image = image
+                pending.append(result)
+                if len(pending) >= chunk:
+                    yield pending, crops
+                    pending, crops = [], []
+            if pending:
+                yield pending, crops
+
+        if self.read_ahead <= 0:
+            yield from produce()
+            return
+        import queue
+        import threading
+
+        chunks: queue.Queue = queue.Queue(maxsize=self.read_ahead)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for item in produce():
+                    if not put(item):
+                        return
+                put(None)
+            except BaseException as err:  # handed to the consumer, raised there
+                put(err)
+
+        worker = threading.Thread(target=work, name="aullava-detect", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
 
     def predict(self, inputs: Iterable[str | Path | np.ndarray], formats: Sequence[str | AnswerFormat] = ALL_FORMATS,
                 progress: bool = False, chunk: int = 64, selection=None) -> list[ImageResult]:

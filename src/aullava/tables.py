@@ -29,6 +29,7 @@ import pandas as pd
 from aullava.answer_format import AnswerFormat
 from aullava.au_catalogue import AUSet
 from aullava.face_geometry import BLENDSHAPE_NAMES, NUM_LANDMARKS
+from aullava.files import printable_name
 
 ID_COLUMNS = ("file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
               "pose_pitch", "pose_yaw", "pose_roll")
@@ -89,19 +90,21 @@ def _face_row(file: str, frame, timestamp, face, fmts, columns, expected, blends
               landmarks: bool) -> dict:
     face_id = face.face if getattr(face, "face_id", None) is None else face.face_id
     pose = getattr(face, "pose", None) or (np.nan,) * 3
-    row = {"file": file, "frame": frame, "timestamp": timestamp, "face": face.face, "face_id": face_id,
-           "success": 1, "confidence": getattr(face, "confidence", np.nan), "x0": face.box[0], "y0": face.box[1],
-           "x1": face.box[2], "y1": face.box[3], "pose_pitch": pose[0], "pose_yaw": pose[1], "pose_roll": pose[2]}
-    for fmt in fmts:
-        row.update(zip(columns[fmt], face.values[fmt.value].tolist()))
+    box = [round(float(v), 2) for v in face.box]  # pixels, to a hundredth: what the detector can say
+    row = {"file": printable_name(file), "frame": frame, "timestamp": timestamp, "face": face.face,
+           "face_id": face_id, "success": 1, "confidence": round(float(getattr(face, "confidence", np.nan)), 4),
+           "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "pose_pitch": round(float(pose[0]), 2),
+           "pose_yaw": round(float(pose[1]), 2), "pose_roll": round(float(pose[2]), 2)}
+    for fmt in fmts:  # answers on their format's grid (two decimals for 0-1), expectations to 4 decimals
+        row.update(zip(columns[fmt], np.round(np.asarray(face.values[fmt.value], dtype=np.float64), 2).tolist()))
         if fmt in expected and fmt.value in face.expected:
-            row.update(zip(expected[fmt], face.expected[fmt.value].astype(float).tolist()))
+            row.update(zip(expected[fmt], np.round(face.expected[fmt.value].astype(np.float64), 4).tolist()))
     if blendshapes and getattr(face, "blendshapes", None):
         row.update({f"bs_{k}": v for k, v in face.blendshapes.items()})
     if landmarks and getattr(face, "landmarks", None) is not None:
         points = np.asarray(face.landmarks, dtype=np.float64)
         for a, axis in enumerate("xyz"):
-            row.update(zip((f"{axis}_{i}" for i in range(len(points))), points[:, a].tolist()))
+            row.update(zip((f"{axis}_{i}" for i in range(len(points))), np.round(points[:, a], 2).tolist()))
     row["error"] = None
     return row
 
@@ -121,8 +124,8 @@ def to_dataframe(results, au_set: AUSet, formats: Sequence[str | AnswerFormat], 
     for result in results:
         frame, timestamp = getattr(result, "frame", None), getattr(result, "timestamp", None)
         if result.error is not None or not result.faces:
-            rows.append({"file": result.file, "frame": frame, "timestamp": timestamp, "face": -1, "success": 0,
-                         "error": result.error})
+            rows.append({"file": printable_name(result.file), "frame": frame, "timestamp": timestamp, "face": -1,
+                         "success": 0, "error": None if result.error is None else printable_name(result.error)})
             continue
         for face in result.faces:
             rows.append(_face_row(result.file, frame, timestamp, face, fmts, columns, expected, blendshapes,

@@ -129,6 +129,12 @@ def load_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> np.n
     gives at least `max_side`, so a 8000×8000 photo never needs its full 192 MB in memory.
     Raises `InputError` (naming the file) for anything that is not a decodable image.
     """
+    return load_image_and_size(path, max_side)[0]
+
+
+def load_image_and_size(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`, and the upright picture's own (width, height) in pixels: what coordinates of a reduced
+    array are scaled back to (a phone photo's 4032×3024, say, when the array is 2048×1536)."""
     path = Path(path)
     im = _open(path)
     with im:
@@ -154,6 +160,11 @@ def load_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> np.n
         except Exception as err:  # noqa: BLE001 - decoders raise ValueError, SyntaxError, EOFError, IndexError, ...
             raise InputError(path, f"cannot decode image ({_reason(err)})") from None
         try:
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+        except Exception:  # noqa: BLE001 - malformed EXIF: as stored
+            turned = False
+        picture_size = (h, w) if turned else (w, h)
+        try:
             ImageOps.exif_transpose(im, in_place=True)  # in place: no 200 MB copy for upright photos
         except Exception:  # noqa: BLE001 - malformed EXIF: orientation unknown, keep pixels as stored
             pass
@@ -165,7 +176,9 @@ def load_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> np.n
             scale = max_side / max(rgb.size)
             size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
             rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        return np.array(rgb, dtype=np.uint8)  # a fresh, writable, C-contiguous copy
+        if (rgb.width >= rgb.height) != (picture_size[0] >= picture_size[1]):  # an orientation PIL did not apply
+            picture_size = picture_size[::-1]
+        return np.array(rgb, dtype=np.uint8), picture_size  # a fresh, writable, C-contiguous copy
 
 
 def _is_hidden(name: str) -> bool:

@@ -36,15 +36,18 @@ def bar_values(face) -> tuple[np.ndarray, str, np.ndarray | None]:
     return np.zeros(len(face.au_ids)), "no values", None
 
 
-def draw_faces(image: np.ndarray, faces, label: str | None = None) -> np.ndarray:
-    """A copy of the RGB `image` with every face's box, id and AU bars (and `label`, e.g. the time, top left)."""
+def draw_faces(image: np.ndarray, faces, label: str | None = None,
+               scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """A copy of the RGB `image` with every face's box, id and AU bars (and `label`, e.g. the time, top left).
+    `scale`: picture pixels per pixel of `image` (the boxes are in picture pixels; a large photo's `image` is the
+    reduced copy detection ran on)."""
     canvas = np.ascontiguousarray(image.copy())
     h, w = canvas.shape[:2]
     unit = max(0.32, min(h, w) / 1100)  # text scale: legible from 240p to 4K
     thick = max(1, round(unit * 2))
     row = max(9, round(24 * unit))  # one AU per row of the panel
     for face in faces:
-        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        x0, y0, x1, y1 = (int(round(v / s)) for v, s in zip(face.box, scale * 2))
         ident = face.face_id if face.face_id is not None else face.face
         cv2.rectangle(canvas, (x0, y0), (x1, y1), ORANGE, max(2, thick + 1))
         _text(canvas, f"id {ident}", (x0, max(row, y0 - thick * 3)), unit * 1.1, thick)
@@ -113,7 +116,7 @@ class OverlayWriter:
                 continue  # a failed file: nothing to draw
             if result.frame is None:
                 self._finish_video()
-                picture = draw_faces(result.image, result.faces)
+                picture = draw_faces(result.image, result.faces, scale=getattr(result, "scale", (1.0, 1.0)))
                 cv2.imwrite(str(self._path(result.file, ".png")), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             else:
                 self._add_frame(result)

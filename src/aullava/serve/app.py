@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aullava.answer_format import ALL_FORMATS
-from aullava.faces.images import IMAGE_EXTENSIONS, InputError, load_image
+from aullava.faces.images import IMAGE_EXTENSIONS, InputError, load_image_and_size
 from aullava.inference import Predictor, to_dataframe
 
 STATIC = Path(__file__).parent / "static"
@@ -97,7 +97,7 @@ class Service:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                height, width = load_image(path).shape[:2]  # the size the face boxes refer to
+                width, height = load_image_and_size(path)[1]  # the picture's size: what the face boxes refer to
             except InputError as err:
                 return 422, {"error": f"{name}: {err.reason}"}
             result = self.predictor.predict([path], formats)[0]
