@@ -49,6 +49,20 @@ class _Row:
     dists: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)  # position → (ids, probs)
 
 
+REGROUP_GAP = 8  # answer tokens: rows whose corrections start this much later than a group's first run apart
+
+
+def _cut_groups(cuts: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Sorted (cut, row) pairs split where a cut lies more than `REGROUP_GAP` tokens after its group's first."""
+    groups: list[list[tuple[int, int]]] = []
+    for cut, row in cuts:
+        if groups and cut - groups[-1][0][0] <= REGROUP_GAP:
+            groups[-1].append((cut, row))
+        else:
+            groups.append([(cut, row)])
+    return groups
+
+
 class ParallelDecoder:
     """Decodes answers for batches of face crops; holds the description's key/value cache for reuse across calls.
 
@@ -185,10 +199,13 @@ class ParallelDecoder:
         grammar = self.grammars[fmt]
         question = self.model.processor.prompt_ids(fmt, self.au_set)[1]
         rows = [_Row(accepted=[], draft=self._tokens(grammar.complete("", g))) for g in guesses]
-        # The first pass runs the question with the drafts; later ones start where the rows still being corrected
-        # stop sharing verified tokens (`fed_from`, in answer tokens), on the cache cut back to that point.
-        state, fed_from, active = faces, -len(question), list(range(len(rows)))
-        while active:
+        # The first pass runs the question with the drafts. Rows still being corrected after it are regrouped by
+        # where their correction starts (`fed_from`, in answer tokens): each group runs again from its own earliest
+        # correction, on the cache cut back to that point, so a row wrong near its end does not re-run the answer
+        # of a row wrong near its start (on a CPU the cost is the tokens run, not the number of passes).
+        groups = [(faces, -len(question), list(range(len(rows))))]
+        while groups:
+            state, fed_from, active = groups.pop()
             sequences = [rows[r].accepted + rows[r].draft for r in active]
             needed = [self._needed_length(grammar, seq) for seq in sequences]
             width = max(max(needed) - fed_from, 1)
@@ -202,20 +219,17 @@ class ParallelDecoder:
             if self.one_pass:
                 return [self._one_pass(grammar, fmt, rows[r], sequences[i], logits[i][len(question) - 1:])
                         for i, r in enumerate(active)]
-            still, keep_until = [], None
+            cuts = []
             for i, r in enumerate(active):
                 first_wrong = self._verify(grammar, rows[r], sequences[i], logits[i], fed_from)
-                if first_wrong is not None:
-                    still.append(i)
-                    # the cache holds this row's real tokens only up to what was fed
-                    cut = min(first_wrong, needed[i])
-                    keep_until = cut if keep_until is None else min(keep_until, cut)
-            if not still:
-                break
-            length = start + len(question) + keep_until
-            index = torch.tensor(still, device=self.device)
-            state = [(k[index, :, :length], v[index, :, :length]) for k, v in state]
-            fed_from, active = keep_until, [active[i] for i in still]
+                if first_wrong is not None:  # the cache holds this row's real tokens only up to what was fed
+                    cuts.append((min(first_wrong, needed[i]), i))
+            for group in _cut_groups(sorted(cuts)):
+                keep_until = group[0][0]
+                index = torch.tensor([i for _, i in group], device=self.device)
+                length = start + len(question) + keep_until
+                groups.append(([(k[index, :, :length], v[index, :, :length]) for k, v in state], keep_until,
+                               [active[i] for _, i in group]))
         return [read_out(grammar, fmt, row.accepted, row.dists, self.present_weights, self.intensity, row.passes)
                 for row in rows]
 
