@@ -34,7 +34,7 @@ for half in calib test; do
   printf 'type: manifest\npath: runs/data/synth/held_out_%s.csv\nask: all\n' "$half" > "runs/eval-synth-$half.yaml"
   printf 'type: manifest\npath: runs/data/teacher/real_held_out_%s.csv\nask: all\n' "$half" > "runs/eval-teacher-$half.yaml"
 done
-$A calibrate --data runs/eval-synth-calib.yaml --model "$OUT" --limit 400
+$A calibrate --data runs/eval-synth-calib.yaml --model "$OUT" --limit 400 --in-place
 $A eval --data runs/eval-synth-test.yaml --model "$OUT" --limit 150 --baseline mediapipe \
   --out "runs/report-synth$SUFFIX"
 $A eval --data runs/eval-teacher-test.yaml --model "$OUT" --limit 150 --baseline mediapipe-raw \

@@ -195,10 +195,43 @@ def test_eval_subset_with_the_mediapipe_baseline_side_by_side(data_root, char_to
     assert set(pd.read_csv(out / "predictions.csv").columns) >= {"image", "AU01_c"}
 
 
+def test_calibrate_refuses_too_few_faces_and_writes_nothing(data_root, char_tokenizer_dir, tmp_path, capsys):
+    """Issue 31: on 6 faces it used to report 'ECE 0.126 → 0.000' and write T = 0.081, b = +7.06 in place."""
+    torch.manual_seed(1)
+    model_dir = tmp_path / "model"
+    AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(model_dir)
+    before = (model_dir / "config.json").read_bytes()
+    spec = tmp_path / "bp4d.yaml"
+    spec.write_text(yaml.safe_dump({**_specs(data_root)[0], "ask": "all"}))
+    assert main(["calibrate", "--data", str(spec), "--model", str(model_dir), "--crop-cache", str(tmp_path / "c"),
+                 "--limit", "6", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "5 faces with 14 present" in err and "at least 40 faces" in err  # one of the 6 has no face crop
+    assert (model_dir / "config.json").read_bytes() == before and not (tmp_path / "model-calibrated").exists()
+
+
+def test_calibrate_refuses_the_installed_default_model(tmp_path, capsys):
+    from aullava.inference import default_model_dir
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("type: manifest\npath: x.csv\n")
+    assert main(["calibrate", "--data", str(spec), "--model", str(default_model_dir()), "--in-place"]) == 2
+    assert "installed default model" in capsys.readouterr().err
+
+
 def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(data_root, char_tokenizer_dir,
-                                                                                 tmp_path, capsys):
+                                                                                 tmp_path, capsys, monkeypatch):
+    """Into a calibrated copy. The fixture's 5 faces are too few for the minimums and the held-out check (their
+    refusals are tested above and in test_probabilities); here the fit is taken as `fit_binary_calibration` gives it,
+    to test what calibrate writes and that it moves probabilities, not answers."""
+    from aullava.eval import probabilities
     from aullava.eval.probabilities import apply_temperature
 
+    monkeypatch.setattr(probabilities, "calibrate_binary",
+                        lambda truth, table, au_set, seed=0: {**probabilities.fit_binary_calibration(truth, table, au_set),
+                                                              "heldout_pairs": 0, "heldout_ece_before": 0.0,
+                                                              "heldout_ece_after": 0.0, "heldout_nll_before": 0.0,
+                                                              "heldout_nll_after": 0.0})
     torch.manual_seed(1)
     model_dir = tmp_path / "model"
     AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(model_dir)
@@ -206,21 +239,25 @@ def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(d
     spec.write_text(yaml.safe_dump({**_specs(data_root)[0], "ask": "all"}))
     common = ["--data", str(spec), "--model", str(model_dir), "--crop-cache", str(tmp_path / "crops"), "-q"]
 
-    def evaluate(out):
-        assert main(["eval", *common, "--formats", "binary", "--out", str(tmp_path / out)]) == 0
+    def evaluate(out, model=model_dir):
+        assert main(["eval", *common, "--model", str(model), "--formats", "binary", "--out", str(tmp_path / out)]) == 0
         return pd.read_csv(tmp_path / out / "predictions.csv")
 
     before = evaluate("before")
     report = capsys.readouterr().out
     assert "| ROC-AUC |" in report and "expected calibration error" in report
     assert (tmp_path / "before" / "reliability_binary.png").is_file()
+    source_config = (model_dir / "config.json").read_bytes()
     assert main(["calibrate", *common]) == 0
     printed = capsys.readouterr()
-    config = json.loads((model_dir / "config.json").read_text())
+    assert (model_dir / "config.json").read_bytes() == source_config  # the model itself is left alone
+    calibrated = tmp_path / "model-calibrated"
+    config = json.loads((calibrated / "config.json").read_text())
     temperature, bias = config["probability_temperature"]["binary"], config["probability_bias"]["binary"]
     assert temperature > 0 and f"temperature {temperature:.3f}" in printed.out and f"shift {bias:+.3f}" in printed.out
     assert "ECE" in printed.out and "config.json" in printed.err
-    after = evaluate("after")
+    assert "held out" in printed.out.lower()
+    after = evaluate("after", calibrated)
     c_cols = [c for c in before.columns if c.endswith("_c")]
     p_cols = [c for c in before.columns if c.endswith("_p")]
     assert c_cols and p_cols

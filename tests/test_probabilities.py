@@ -138,3 +138,41 @@ def test_a_probability_outside_0_1_is_refused_naming_the_column():
     predictions.loc[2, "AU02_p"] = 1.7
     with pytest.raises(ValueError, match="AU02_p = 1.7 is outside 0..1"):
         normalize_predictions(predictions, source="preds.csv")
+
+
+def _calibration_tables(faces: int, seed: int = 0, overconfidence: float = 3.0):
+    """Labels drawn from known probabilities, and predictions that state them overconfidently (logit × k)."""
+    import pandas as pd
+
+    from aullava.au_catalogue import au_set
+
+    aus = au_set(["AU1", "AU2", "AU4", "AU6"])
+    rng = np.random.default_rng(seed)
+    true_p = rng.uniform(0.02, 0.98, size=(faces, len(aus)))
+    labels = (rng.random(true_p.shape) < true_p).astype(float)
+    logit = np.log(true_p / (1 - true_p)) * overconfidence
+    stated = 1 / (1 + np.exp(-logit))
+    truth = pd.DataFrame(labels, columns=aus.openface_columns("c"))
+    predictions = pd.DataFrame(stated, columns=aus.openface_columns("p"))
+    return truth, predictions, aus
+
+
+def test_calibration_of_an_overconfident_model_passes_its_held_out_check():
+    from aullava.eval.probabilities import calibrate_binary
+
+    truth, predictions, aus = _calibration_tables(200)
+    fit = calibrate_binary(truth, predictions, aus)
+    assert fit["temperature"] == pytest.approx(3.0, rel=0.25)  # it finds the overconfidence
+    assert fit["heldout_nll_after"] < fit["heldout_nll_before"]
+    assert fit["heldout_ece_after"] < fit["heldout_ece_before"]
+
+
+def test_calibration_refuses_too_few_faces_or_positives():
+    from aullava.eval.probabilities import CalibrationRefused, calibrate_binary
+
+    truth, predictions, aus = _calibration_tables(6)
+    with pytest.raises(CalibrationRefused, match="at least 40 faces"):
+        calibrate_binary(truth, predictions, aus)
+    truth, predictions, aus = _calibration_tables(60)
+    with pytest.raises(CalibrationRefused, match="20 present"):
+        calibrate_binary(truth * 0, predictions, aus)

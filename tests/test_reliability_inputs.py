@@ -86,3 +86,27 @@ def test_table_values_are_rounded_as_documented(tiny_predictor, astronaut_path):
     assert np.allclose(continuous, np.round(continuous, 2), atol=0, rtol=0)
     boxes = table[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
     assert np.array_equal(boxes, np.round(boxes, 2))
+
+
+def test_resume_refuses_another_run_naming_the_difference(char_tokenizer_dir, astronaut_path, tmp_path, capsys):
+    """`--resume` with another --model or --every used to append silently (a table of two runs)."""
+    import torch
+
+    from aullava.cli import main
+    from aullava.model.modeling import AuLlavaModel
+    from conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(tmp_path / name)
+    out = tmp_path / "o.csv"
+    base = ["predict", str(astronaut_path), "--formats", "binary", "--out", str(out), "-q"]
+    assert main(base + ["--model", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "o.csv.run.json").is_file()
+    capsys.readouterr()
+    assert main(base + ["--model", str(tmp_path / "b"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "another run" in err and "model" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--model", str(tmp_path / "a"), "--resume", "--every", "3"]) == 2
+    assert "every: 1 then, 3 now" in capsys.readouterr().err
+    assert main(base + ["--model", str(tmp_path / "a"), "--resume"]) == 0  # the same run continues

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,13 +127,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     check_model_dir(args.model)
     if args.crop_cache:
         check_output_folder(args.crop_cache, "--crop-cache")
+    target = _calibration_target(args)
     from aullava.datasets import read_frames
     from aullava.datasets.spec import load_eval_spec
     from aullava.eval.predictions import sample_frames
-    from aullava.eval.probabilities import fit_binary_calibration
+    from aullava.eval.probabilities import CalibrationRefused, calibrate_binary
     from aullava.files import atomic_write
 
-    config_path = Path(args.model) / "config.json"
     spec = load_eval_spec(args.data)
     ask = spec.pop("ask", "model")
     frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit, seed=args.seed)
@@ -141,19 +142,47 @@ def _calibrate(args: argparse.Namespace) -> int:
     table, truth, _, formats = _model_predictions(args, frames, ["binary"], ask, model)
     if "binary" not in formats:
         raise ValueError(f"{args.data}: no binary labels to calibrate p(present) against")
-    fit = fit_binary_calibration(truth, table, frames.au_set)
+    try:
+        fit = calibrate_binary(truth, table, frames.au_set, seed=args.seed)
+    except CalibrationRefused as err:
+        raise UsageError(f"calibrate: {err}") from None
     print(f"binary p(present) over {fit['pairs']} (face, AU) pairs: temperature {fit['temperature']:.3f}, log-odds "
           f"shift {fit['bias']:+.3f}; ECE {fit['ece_before']:.3f} → {fit['ece_after']:.3f}, log-loss "
           f"{fit['nll_before']:.3f} → {fit['nll_after']:.3f} (a temperature alone, {fit['temperature_only']:.3f}: "
-          f"ECE {fit['ece_temperature_only']:.3f}); measured on the data it was fitted to: check it on other "
-          f"held-out data with eval")
+          f"ECE {fit['ece_temperature_only']:.3f}). Held out (fitted on half the faces, measured on the other "
+          f"{fit['heldout_pairs']} pairs): ECE {fit['heldout_ece_before']:.3f} → {fit['heldout_ece_after']:.3f}, "
+          f"log-loss {fit['heldout_nll_before']:.3f} → {fit['heldout_nll_after']:.3f}")
+    source = Path(args.model)
+    if target != source:
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint-*", "vision-warmup*"))
+    config_path = target / "config.json"
     data = json.loads(config_path.read_text(encoding="utf-8"))
+    if target == source:  # --in-place: the previous settings are kept beside it
+        atomic_write(target / "config.json.bak", config_path.read_bytes())
     data["probability_temperature"] = {**data.get("probability_temperature", {}), "binary": fit["temperature"]}
     data["probability_bias"] = {**data.get("probability_bias", {}), "binary": fit["bias"]}
     atomic_write(config_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     print(f"wrote probability_temperature.binary = {fit['temperature']:.3f} and probability_bias.binary = "
-          f"{fit['bias']:+.3f} into {config_path}", file=sys.stderr)
+          f"{fit['bias']:+.3f} into {config_path}" + (" (the previous one: config.json.bak)" if target == source
+                                                      else f" (a calibrated copy of {source})"), file=sys.stderr)
     return EXIT_OK
+
+
+def _calibration_target(args: argparse.Namespace) -> Path:
+    """Where the calibrated model goes: `--out` (a new folder), the model itself with `--in-place`, or by default
+    `<model>-calibrated` beside it. Never into the installed package's default model."""
+    from aullava.inference import default_model_dir
+
+    source = Path(args.model).resolve()
+    installed = default_model_dir()
+    if args.in_place and args.out:
+        raise UsageError("calibrate: --out and --in-place exclude each other")
+    target = source if args.in_place else Path(args.out or f"{source}-calibrated").resolve()
+    if installed is not None and (target == installed.resolve() or installed.resolve() in target.parents):
+        raise UsageError(f"calibrate: {target} is the installed default model; write a calibrated copy with --out")
+    if target != source and target.exists():
+        raise UsageError(f"calibrate: {target} already exists; name a new folder with --out")
+    return target
 
 
 def _ask_text(ask: str, model) -> str:
@@ -354,11 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", parents=[common],
         help="calibrate a model's p(present) on held-out labelled faces (Platt scaling)", description=(
         "Reads the model's binary p(present) on a held-out dataset spec and fits a temperature T and a log-odds "
-        "shift b (p = sigmoid(logit / T + b), minimising log-loss), written into MODEL/config.json as "
-        "probability_temperature.binary and probability_bias.binary. It changes the probabilities `predict` and "
-        "`eval` report, never an answer. Fit on data you do not evaluate on."))
+        "shift b (p = sigmoid(logit / T + b), minimising log-loss), written as probability_temperature.binary and "
+        "probability_bias.binary into the config.json of a calibrated copy of the model (--out; or the model itself "
+        "with --in-place). It changes the probabilities `predict` and `eval` report, never an answer. It refuses "
+        "fewer than 40 faces or 20 present (face, AU) pairs, and a fit that makes held-out faces' log-loss worse "
+        "(fitted on half, checked on the other half). Fit on data you do not evaluate on."))
     calibrate.add_argument("--data", required=True, help="YAML dataset spec with binary labels (held-out faces)")
-    calibrate.add_argument("--model", required=True, help="checkpoint directory (its config.json is updated)")
+    calibrate.add_argument("--model", required=True, help="checkpoint directory to calibrate")
+    calibrate.add_argument("--out", help="the calibrated copy's folder (default: MODEL-calibrated beside it)")
+    calibrate.add_argument("--in-place", action="store_true",
+                           help="update MODEL/config.json itself (the previous one kept as config.json.bak)")
     calibrate.add_argument("--limit", type=positive_int, help="use a seeded random subset of at most N frames")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     calibrate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")

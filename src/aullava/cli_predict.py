@@ -212,10 +212,59 @@ def _resumed(args, out: Path, out_format: str, formats) -> dict:
         table = resume_rows(out, out_format, _columns(args, au_set, formats))
     except (ValueError, OSError) as err:
         raise UsageError(f"--resume: {err}") from None
+    record = run_record_path(out)
+    if record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--resume: {record}: not readable ({err}); remove it to resume unchecked") from None
+        now = run_identity(args, formats, model_dir, config)
+        differ = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if differ:
+            said = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in differ)
+            raise UsageError(f"--resume: {out} was written by another run ({said}); resume with the same "
+                             "options, or write a new table")
+    else:
+        print(f"note: {out} has no run record ({record.name}): resuming without checking that the options match",
+              file=sys.stderr)
     done = written_pictures(table)
     frames = sum(len(v) for v in done.values())
     print(f"resuming {out}: {len(table)} rows ({frames} pictures of {len(done)} files) kept", file=sys.stderr)
     return done
+
+
+def run_record_path(out: Path) -> Path:
+    """Where a table's run record lives: beside it, `<table>.run.json`."""
+    return out.with_name(out.name + ".run.json")
+
+
+def run_identity(args, formats, model_dir: Path | None, config) -> dict:
+    """What makes two runs' rows belong in one table: the model (its folder and the hash of its config.json and
+    weights' sizes), formats, readout options and frame sampling."""
+    import hashlib
+
+    digest = None
+    if model_dir is not None:
+        h = hashlib.sha256((model_dir / "config.json").read_bytes())
+        for weights in sorted(model_dir.glob("*.safetensors")):
+            h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        digest = h.hexdigest()[:16]
+    return {"model": str(model_dir.resolve()) if model_dir else None, "model_hash": digest,
+            "template": getattr(config, "template_version", None), "formats": [str(f) for f in formats],
+            "intensity": args.intensity, "precision": args.precision, "readout": args.readout,
+            "every": args.every, "fps": args.fps, "start": args.start, "end": args.end,
+            "blendshapes": bool(args.blendshapes), "landmarks": bool(args.landmarks)}
+
+
+def _write_run_record(args, formats, out: Path, model) -> None:
+    import json
+
+    from aullava.files import atomic_write
+    from aullava.inference import default_model_dir
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    identity = run_identity(args, formats, model_dir, model.config)
+    atomic_write(run_record_path(out), (json.dumps(identity, indent=1) + "\n").encode())
 
 
 def _predict_streamed(args, predictor, sources, formats, selection, out, out_format, done, empty) -> int:
@@ -227,6 +276,8 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
     au_set = predictor.model.au_set
     columns = _columns(args, au_set, formats)
     writer = TableWriter(out, out_format, columns, resume=bool(args.resume)) if out is not None else None
+    if out is not None:
+        _write_run_record(args, formats, out, predictor.model)
     overlay = None
     if args.overlay:
         from aullava.pictures.overlay import OverlayWriter

@@ -169,3 +169,44 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, title:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+MIN_CALIBRATION_FACES = 40  # below this a held-out half has too few faces to tell a fit from noise
+MIN_CALIBRATION_POSITIVES = 20  # present (face, AU) pairs: Platt scaling fits two numbers from them
+
+
+class CalibrationRefused(ValueError):
+    """Too little data to calibrate, or a fit that does not help on faces it was not fitted to."""
+
+
+def calibrate_binary(truth, predictions, au_set, seed: int = 0) -> dict[str, float]:
+    """`fit_binary_calibration` with the checks a fit needs before it is written: at least
+    `MIN_CALIBRATION_FACES` faces and `MIN_CALIBRATION_POSITIVES` present pairs, and a held-out check — fitted on a
+    random half of the faces, the other half's log-loss must not get worse (`heldout_*` in the result). The fit
+    returned is the one on all faces. Raises `CalibrationRefused` saying why."""
+    t_cols = [c for c in au_set.openface_columns("c") if c in truth.columns]
+    labels = truth[t_cols].to_numpy(float) if t_cols else np.zeros((len(truth), 0))
+    faces, positives = len(truth), int(np.nansum(labels == 1))
+    if faces < MIN_CALIBRATION_FACES or positives < MIN_CALIBRATION_POSITIVES:
+        raise CalibrationRefused(
+            f"{faces} faces with {positives} present (face, AU) pairs: calibrating needs at least "
+            f"{MIN_CALIBRATION_FACES} faces and {MIN_CALIBRATION_POSITIVES} present pairs (a fit on fewer follows "
+            "the noise, e.g. every p pushed to 0 or 1)")
+    order = np.random.default_rng(seed).permutation(faces)
+    fit_rows, check_rows = np.sort(order[: faces // 2]), np.sort(order[faces // 2:])
+    half = fit_binary_calibration(truth.iloc[fit_rows], predictions.iloc[fit_rows], au_set)
+    p_cols = au_set.openface_columns("p")
+    pairs = [(truth.iloc[check_rows][tc].to_numpy(float), predictions.iloc[check_rows][pc].to_numpy(float))
+             for tc, pc in zip(au_set.openface_columns("c"), p_cols)
+             if tc in truth.columns and pc in predictions.columns]
+    t, p = _pair(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+    after = apply_temperature(p, half["temperature"], half["bias"])
+    fit = fit_binary_calibration(truth, predictions, au_set)
+    fit.update({"heldout_pairs": int(t.size), "heldout_nll_before": _log_loss(t, p),
+                "heldout_nll_after": _log_loss(t, after), "heldout_ece_before": expected_calibration_error(t, p),
+                "heldout_ece_after": expected_calibration_error(t, after)})
+    if fit["heldout_nll_after"] > fit["heldout_nll_before"]:
+        raise CalibrationRefused(
+            f"a fit on half of the faces makes the other half's log-loss worse ({fit['heldout_nll_before']:.3f} → "
+            f"{fit['heldout_nll_after']:.3f}): the model's probabilities are left as they are")
+    return fit
