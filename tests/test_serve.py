@@ -225,6 +225,89 @@ def test_video_upload_gives_rows_per_frame(server, tmp_path):
     assert len([r for r in answer["rows"] if r["face"] >= 0]) == 5 and answer["rows"][0]["file"] == "clip.mp4"
 
 
+def _clip(path: Path, frames: int, fps: int = 10) -> bytes:
+    import cv2
+
+    face = cv2.imread(str(EXAMPLE))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (face.shape[1], face.shape[0]))
+    for i in range(frames):
+        writer.write(np.roll(face, i, axis=1))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_video_limits_and_a_video_that_is_not_one_are_4xx(tmp_path, tiny_checkpoint):
+    """Issue 31: no limit on frames or duration; a non-video '.mp4' answered 200 with the error inside the rows."""
+    running = Server(tmp_path, "--model", str(tiny_checkpoint), "--max-video-seconds", "2",
+                     "--max-video-frames", "15")
+    try:
+        running.wait_ready()
+        code, answer = post(running.url + "/predict?formats=binary", "long.mp4", _clip(tmp_path / "a.mp4", 30))
+        assert code == 413 and "3.0 s of video" in answer["error"] and "--max-video-seconds" in answer["error"]
+        code, answer = post(running.url + "/predict?formats=binary", "many.mp4", _clip(tmp_path / "b.mp4", 18, 30))
+        assert code == 413 and "18 frames" in answer["error"]
+        code, answer = post(running.url + "/predict", "notes.mp4", b"these are not video frames" * 50)
+        assert code == 422 and answer["error"].startswith("notes.mp4")
+        health = json.loads(get(running.url + "/health")[1])
+        assert health["max_video_seconds"] == 2 and health["max_video_frames"] == 15
+    finally:
+        running.stop()
+
+
+def test_a_photo_sent_during_a_video_is_answered_before_the_video(tmp_path, tiny_checkpoint):
+    """Loopback load test: a photo posted while a long video is read goes between two chunks of the video (it used
+    to wait for the whole video: 72 s behind a 100-frame clip)."""
+    import threading
+
+    running = Server(tmp_path, "--model", str(tiny_checkpoint))
+    try:
+        running.wait_ready()
+        clip = _clip(tmp_path / "clip.mp4", 120)
+        finished: dict[str, float] = {}
+
+        def send_video():
+            post(running.url + "/predict", "clip.mp4", clip)
+            finished["video"] = time.monotonic()
+
+        video = threading.Thread(target=send_video)
+        video.start()
+        time.sleep(1.5)  # the video is being read
+        started = time.monotonic()
+        code, answer = post(running.url + "/predict", "face.png", EXAMPLE.read_bytes())
+        finished["photo"] = time.monotonic()
+        video.join()
+        assert code == 200 and answer["rows"][0]["success"] == 1
+        assert finished["photo"] < finished["video"], finished  # not queued behind the whole video
+        print(f"photo latency during a 120-frame video: {finished['photo'] - started:.2f} s; video done "
+              f"{finished['video'] - finished['photo']:.2f} s later")
+    finally:
+        running.stop()
+
+
+def test_turns_let_a_waiting_photo_go_before_the_next_video_chunk():
+    from aullava.serve.app import Turns
+
+    turns, order = Turns(), []
+    import threading
+
+    chunk_running = threading.Event()
+
+    def video():
+        for k in range(3):
+            with turns.video_chunk():
+                chunk_running.set()
+                order.append(f"chunk{k}")
+                time.sleep(0.2)
+
+    worker = threading.Thread(target=video)
+    worker.start()
+    chunk_running.wait()
+    with turns.photo():
+        order.append("photo")
+    worker.join()
+    assert order.index("photo") == 1  # right after the chunk that was running
+
+
 def test_nothing_of_an_upload_is_left_on_disk(server):
     """Runs after the uploads above: the working folder stays empty, and TMPDIR holds what it held at start."""
     assert post(server.url + "/predict", EXAMPLE.name, EXAMPLE.read_bytes(), {"formats": "binary"})[0] == 200

@@ -16,13 +16,19 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                                 description=(
         "Loads the model once and serves http://HOST:PORT/ : a page where you drop a photo and see its faces and "
         "AU values, POST /predict (multipart field 'file' → JSON rows as in the predict table) and GET /health. "
-        "Requests are answered one at a time. Ctrl+C stops it."))
+        "Requests are answered one at a time, photos first (a video gives way between chunks of 4 frames); videos over "
+        "--max-video-seconds or --max-video-frames are refused (413); a request whose client disconnects stops. "
+        "Ctrl+C stops it."))
     serve.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this computer only; the server has no login)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--max-upload-mb", type=_megabytes, default=20.0,
                        help="largest upload accepted, in MB (default 20); larger ones get HTTP 413")
+    serve.add_argument("--max-video-seconds", type=_positive_float, default=60.0,
+                       help="longest video accepted, in seconds (default 60); longer ones get HTTP 413")
+    serve.add_argument("--max-video-frames", type=_positive_int, default=900,
+                       help="most frames a video may have (default 900: 30 s at 30 fps); more get HTTP 413")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     serve.set_defaults(func=serve_command)
 
@@ -34,6 +40,26 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 60, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 900, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
     return value
 
 
@@ -80,7 +106,8 @@ def serve_command(args: argparse.Namespace) -> int:
         predictor = Predictor(args.model, device=args.device)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    service = Service(predictor, model_name=args.model or "default", max_upload_bytes=int(args.max_upload_mb * 1e6))
+    service = Service(predictor, model_name=args.model or "default", max_upload_bytes=int(args.max_upload_mb * 1e6),
+                      max_video_seconds=args.max_video_seconds, max_video_frames=args.max_video_frames)
     status = "trained" if predictor.trained else "UNTRAINED (values are meaningless)"
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"# model: {service.model_name} [{status}], AU set: {predictor.model.au_set.name} "

@@ -7,13 +7,16 @@ FastAPI's main gift to API users, the interactive docs at /docs, loads Swagger U
 cannot reach; the README documents the API instead (a curl example). Starlette is what FastAPI is built on, so moving
 up later costs little.
 
-The model is loaded once; requests run it in a worker thread, one at a time (a lock: on a CPU, two at once would only
-share the same cores, each twice as slow). An upload lives in a temporary folder for the length of its request;
-nothing is written anywhere else.
+The model is loaded once; requests run it in a worker thread, one at a time (on a CPU, two at once would only share
+the same cores, each twice as slow), photos first: a video is read `VIDEO_CHUNK` frames at a time and a waiting
+photo goes between two chunks (`Turns`). Videos longer than the server's limits (seconds, frames) are refused
+before any work, and a request whose client disconnects stops at its next chunk. An upload lives in a temporary
+folder for the length of its request; nothing is written anywhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -38,6 +41,9 @@ STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_MB = 20.0
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the file, allowed on top of the limit
 DRAIN_CAP = 512 * 1024 * 1024  # read (and drop) at most this much of a refused upload, so the client sees the 413
+DEFAULT_MAX_VIDEO_SECONDS = 60.0
+DEFAULT_MAX_VIDEO_FRAMES = 900  # 30 s at 30 fps: every frame of a video is analysed
+VIDEO_CHUNK = 4  # analysed frames between two turns: a waiting photo waits at most this many frames
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
 
 
@@ -76,13 +82,51 @@ def _sniff_image(data: bytes) -> str | None:
         return None
 
 
+class Cancelled(Exception):
+    """The client went away: its work stopped between two chunks."""
+
+
+class Turns:
+    """One model, one request at a time, photos first: a video is read a few frames at a time and gives way between
+    chunks to every photo that is waiting, so a long video never holds a photo for more than one chunk."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._busy = False
+        self._photos_waiting = 0
+
+    def photo(self):
+        return self._turn(photo=True)
+
+    def video_chunk(self):
+        return self._turn(photo=False)
+
+    @contextlib.contextmanager
+    def _turn(self, photo: bool):
+        with self._cond:
+            self._photos_waiting += photo
+            try:
+                self._cond.wait_for(lambda: not self._busy and (photo or self._photos_waiting == 0))
+            finally:
+                self._photos_waiting -= photo
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 class Service:
-    """The predictor, its lock and the settings one server run keeps."""
+    """The predictor, its turns and the settings one server run keeps."""
 
     def __init__(self, predictor: Predictor, model_name: str = "default",
-                 max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6)):
+                 max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6),
+                 max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS, max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES):
         self.predictor, self.model_name, self.max_upload_bytes = predictor, model_name, max_upload_bytes
-        self.lock = threading.Lock()
+        self.max_video_seconds, self.max_video_frames = max_video_seconds, max_video_frames
+        self.turns = Turns()
         self.videos = reads_videos()
 
     def health(self) -> dict:
@@ -90,17 +134,22 @@ class Service:
         return {"status": "ok", "model": self.model_name, "trained": self.predictor.trained,
                 "au_set": au_set.name, "aus": [{"id": a.id, "name": a.name} for a in au_set.aus],
                 "formats": [f.value for f in ALL_FORMATS], "videos": self.videos,
-                "max_upload_bytes": self.max_upload_bytes}
+                "max_upload_bytes": self.max_upload_bytes, "max_video_seconds": self.max_video_seconds,
+                "max_video_frames": self.max_video_frames}
 
-    def predict_image(self, data: bytes, suffix: str, name: str, formats: list[str]) -> tuple[int, dict]:
-        with self.lock, tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
+    def predict_image(self, data: bytes, suffix: str, name: str, formats: list[str],
+                      cancelled: threading.Event | None = None) -> tuple[int, dict]:
+        with tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
             try:
                 width, height = load_image_and_size(path)[1]  # the picture's size: what the face boxes refer to
             except InputError as err:
                 return 422, {"error": f"{name}: {err.reason}"}
-            result = self.predictor.predict([path], formats)[0]
+            with self.turns.photo():
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled
+                result = self.predictor.predict([path], formats)[0]
             table = to_dataframe([result], self.predictor.model.au_set, formats)
         table["file"] = name
         error = result.error.replace(str(path), name) if result.error else None
@@ -112,16 +161,73 @@ class Service:
                      "aus": list(self.predictor.model.au_set.ids), "columns": list(table.columns),
                      "rows": json.loads(table.to_json(orient="records")), "faces": faces, "error": error}
 
-    def predict_video(self, data: bytes, suffix: str, name: str, formats: list[str]) -> tuple[int, dict]:
-        with self.lock, tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
+    def predict_video(self, data: bytes, suffix: str, name: str, formats: list[str],
+                      cancelled: threading.Event | None = None) -> tuple[int, dict]:
+        from aullava.faces.video_frames import probe_video
+
+        with tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
-            table = self.predictor.predict_table([path], formats)
+            try:
+                info = probe_video(path)
+            except InputError as err:
+                return 422, {"error": f"{name}: {err.reason}"}
+            seconds = info.duration or (info.expected_frames or 0) / (info.fps or 30.0)
+            if seconds > self.max_video_seconds:
+                return 413, {"error": f"{name}: {seconds:.1f} s of video; this server reads up to "
+                                      f"{self.max_video_seconds:g} s (aullava serve --max-video-seconds)"}
+            frames = info.expected_frames or 0
+            if frames > self.max_video_frames:
+                return 413, {"error": f"{name}: {frames} frames; this server reads up to {self.max_video_frames} "
+                                      "(aullava serve --max-video-frames; or send a shorter clip)"}
+            parts = []
+            chunks = self.predictor.iter_predict([path], formats, chunk=VIDEO_CHUNK)
+            try:
+                while True:
+                    with self.turns.video_chunk():  # photos waiting go first, between chunks
+                        if cancelled is not None and cancelled.is_set():
+                            raise Cancelled
+                        part = next(chunks, None)
+                    if part is None:
+                        break
+                    parts += part
+            finally:
+                chunks.close()
+        table = to_dataframe(parts, self.predictor.model.au_set, formats)
         table["file"] = name
         if "error" in table.columns:
             table["error"] = table["error"].map(lambda e: e.replace(str(path), name) if isinstance(e, str) else e)
+        if len(parts) == 1 and parts[0].error and parts[0].frame is None:
+            return 422, {"error": table["error"].iloc[0]}
         return 200, {"file": name, "kind": "video", "formats": formats, "aus": list(self.predictor.model.au_set.ids),
                      "columns": list(table.columns), "rows": json.loads(table.to_json(orient="records"))}
+
+
+async def _run_watched(request: Request, work, *args):
+    """Runs `work(*args, cancelled)` in a worker thread; if the client disconnects meanwhile, `cancelled` is set and
+    the work stops at its next chunk."""
+    cancelled = threading.Event()
+    outcome: dict = {}
+
+    async def run() -> None:
+        try:
+            outcome["value"] = await anyio.to_thread.run_sync(work, *args, cancelled)
+        except Cancelled:
+            outcome["value"] = (499, {"error": "the client went away"})
+        finally:
+            group.cancel_scope.cancel()
+
+    async def watch() -> None:
+        while not cancelled.is_set():
+            if await request.is_disconnected():
+                cancelled.set()
+                return
+            await anyio.sleep(0.25)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        group.start_soon(watch)
+    return outcome.get("value", (499, {"error": "the client went away"}))
 
 
 def _formats(request: Request, form) -> list[str]:
@@ -202,13 +308,13 @@ def create_app(service: Service) -> Starlette:
         if suffix in VIDEO_SUFFIXES:
             if not service.videos:
                 return _error(415, f"{name}: videos are not supported by this version; send {accepted}")
-            status, body = await anyio.to_thread.run_sync(service.predict_video, data, suffix, name, formats)
+            status, body = await _run_watched(request, service.predict_video, data, suffix, name, formats)
             return JSONResponse(body, status_code=status)
         if suffix not in IMAGE_EXTENSIONS:
             suffix = _sniff_image(data)
             if suffix is None:
                 return _error(415, f"{name}: not an image this server reads; send {accepted}")
-        status, body = await anyio.to_thread.run_sync(service.predict_image, data, suffix, name, formats)
+        status, body = await _run_watched(request, service.predict_image, data, suffix, name, formats)
         return JSONResponse(body, status_code=status)
 
     async def page(request: Request) -> FileResponse:
