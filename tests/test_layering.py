@@ -38,8 +38,10 @@ FORBIDDEN = {
 
 
 def _part(module: str) -> str:
-    """`aullava.model.modeling` → 'model'; `aullava.cli` → 'cli'."""
-    return module.split(".")[1] if module.count(".") >= 1 else module
+    """`aullava.model.modeling` → 'model'; `aullava.cli` and `aullava.cli_predict` → 'cli' (the command line is one
+    part, whatever its modules are called)."""
+    part = module.split(".")[1] if module.count(".") >= 1 else module
+    return "cli" if part.startswith("cli") else part
 
 
 def _imports() -> dict[str, set[str]]:

@@ -238,7 +238,7 @@ class AuLlavaModel(nn.Module):
         vocabulary, index_of = self.processor.answer_vocabulary_ids()
         return vocabulary.to(self.language_model.device), index_of.to(self.language_model.device)
 
-    # ----- answering (the steps `model.generation` runs) ------------------------------------------------------
+    # ----- answering (the steps `decoding.sequential` runs) ------------------------------------------------------
     def start_answers(self, images: torch.Tensor, inputs: dict[str, torch.Tensor],
                       geometry: torch.Tensor | None = None) -> "AnswerState":
         """Runs the shared prefix once (its cache repeated over the rows), then each row's image tokens and question
