@@ -3,6 +3,8 @@ boxes and landmarks in the picture's own pixels, and a file name that is not UTF
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,3 +112,30 @@ def test_resume_refuses_another_run_naming_the_difference(char_tokenizer_dir, as
     assert main(base + ["--model", str(tmp_path / "a"), "--resume", "--every", "3"]) == 2
     assert "every: 1 then, 3 now" in capsys.readouterr().err
     assert main(base + ["--model", str(tmp_path / "a"), "--resume"]) == 0  # the same run continues
+
+
+def test_smaller_cases_are_one_clear_line_with_the_right_exit_code(tmp_path, capsys):
+    """A header-only manifest, `--set training.max_steps=abc` and an eval spec with a picture labelled twice: each
+    one `error:` line naming the file or key, exit 2, before any model is loaded (they were KeyError/TypeError
+    'unexpected', exit 1, or failed only after the model had run on every row)."""
+    from aullava.cli import main
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("image,subject,AU01_c\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"type: manifest\npath: {empty}\n")
+    assert main(["eval", "--data", str(spec), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no rows (only a header)" in err and "unexpected" not in err
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "patterns-smoke.yaml"
+    assert main(["train", "--config", str(recipe), "--set", "training.max_steps=abc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: training.max_steps must be a whole number, got 'abc'"
+
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image,subject,AU01_c\na.jpg,s1,1\nb.jpg,s2,0\na.jpg,s1,0\n")
+    spec.write_text(f"type: manifest\npath: {twice}\n")
+    assert main(["eval", "--data", str(spec), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "1 rows repeat an image" in err and "a.jpg" in err and "evaluation" not in err

@@ -58,6 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
     frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit)
     for problem in frames.problems:
         print(f"note: {problem}", file=sys.stderr)
+    _refuse_duplicate_rows(frames.table, args.data)  # before any model runs
     formats = args.formats or ["binary", "discrete", "continuous"]
     if args.predictions:
         predictions = read_predictions(args.predictions, args.tool, video=args.video)
@@ -87,6 +88,18 @@ def _eval(args: argparse.Namespace) -> int:
     as_prediction_table(table).to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _refuse_duplicate_rows(table, data) -> None:
+    """Labels of one image (or video frame) twice would be scored twice, or not at all."""
+    from aullava.eval.predictions import truth_keys
+
+    keys = truth_keys(table)
+    duplicated = table.duplicated(keys, keep=False)
+    if duplicated.any():
+        first = table.loc[duplicated, keys].iloc[0].tolist()
+        raise UsageError(f"--data {data}: {int(table.duplicated(keys).sum())} rows repeat an {'/'.join(keys)} "
+                         f"already labelled (first: {', '.join(map(str, first))}); keep one row per picture")
 
 
 def _load_for_readout(model_dir: str | None):
@@ -137,6 +150,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     spec = load_eval_spec(args.data)
     ask = spec.pop("ask", "model")
     frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit, seed=args.seed)
+    _refuse_duplicate_rows(frames.table, args.data)
     model = _load_for_readout(args.model)
     model.config.probability_temperature, model.config.probability_bias = {}, {}  # fit on the raw probabilities
     table, truth, _, formats = _model_predictions(args, frames, ["binary"], ask, model)

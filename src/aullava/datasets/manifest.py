@@ -92,6 +92,9 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     df, where = _load(path)
+    if df.empty:
+        raise ValueError(f"{path}: the manifest has no rows (only a header)" if len(df.columns) else
+                         f"{path}: the manifest is empty")
     name = name or path.stem
     problems: list[str] = []
     lower = {str(c).strip().lower(): c for c in df.columns}

@@ -263,7 +263,7 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
 
     Both tables follow the shared convention (OpenFace-style columns ``AU01_c`` / ``AU01_r`` / ``AU01``, NaN =
     missing). Keys must be unique in both (one face per image/frame: see
-    :func:`aullava.evaluation.one_face_per_key`); an ``image`` or ``video`` key is matched by path (:func:`match_image_paths`).
+    :func:`aullava.eval.predictions.one_face_per_key`); an ``image`` or ``video`` key is matched by path (:func:`match_image_paths`).
 
     Returns, per format value (``"binary"`` ...)::
 
@@ -285,7 +285,7 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
         dup = int(df.duplicated(keys).sum())
         if dup:
             raise ValueError(f"{name} table has {dup} duplicated key row(s) on {keys} (several faces per image? "
-                             "keep one with aullava.evaluation.one_face_per_key)")
+                             "keep one with aullava.eval.predictions.one_face_per_key)")
     fmts = [AnswerFormat.parse(f).value for f in formats]
     cols = {f: dict(zip(aus.ids, aus.openface_columns(AnswerFormat.parse(f).column_suffix))) for f in fmts}
     for f in fmts:

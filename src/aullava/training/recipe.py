@@ -118,7 +118,27 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             if not (Path(source) / CONFIG_NAME).is_file():
                 raise ValueError(f"vision_stage.from: {source} is not a model directory (no {CONFIG_NAME})")
     check_keys(recipe["training"], [f.name for f in dataclasses.fields(TrainingArguments) if f.init], "training")
+    _check_training_types(recipe["training"])
     return recipe
+
+
+def _check_training_types(training: dict[str, Any]) -> None:
+    """`training.max_steps=abc` is an error naming the key (TrainingArguments would fail later, without it)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainingArguments)}
+    for key, value in training.items():
+        kind = kinds.get(key)
+        if value is None or kind not in (int, float, bool, "int", "float", "bool"):
+            continue
+        kind = {"int": int, "float": float, "bool": bool}.get(kind, kind)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            expected = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+            raise ValueError(f"training.{key} must be {expected}, got {value!r}")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
