@@ -139,3 +139,33 @@ def test_smaller_cases_are_one_clear_line_with_the_right_exit_code(tmp_path, cap
     assert main(["eval", "--data", str(spec), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "1 rows repeat an image" in err and "a.jpg" in err and "evaluation" not in err
+
+
+def test_a_spec_file_reads_relative_paths_beside_itself(tmp_path, monkeypatch):
+    from aullava.datasets.spec import load_eval_spec
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "labels.csv").write_text("image,subject,AU01_c\na.jpg,s1,1\n")
+    (folder / "spec.yaml").write_text("type: manifest\npath: labels.csv\n")
+    monkeypatch.chdir(tmp_path)  # elsewhere: labels.csv is not in the working folder
+    assert load_eval_spec(folder / "spec.yaml")["path"] == str(folder / "labels.csv")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "old.yaml").write_text("type: manifest\npath: data/labels.csv\n")  # for the working folder
+    assert load_eval_spec(tmp_path / "specs" / "old.yaml")["path"] == "data/labels.csv"
+
+
+def test_start_past_the_end_of_a_video_is_a_failed_row_with_a_message(tiny_predictor, astronaut_path, tmp_path):
+    import cv2
+
+    from aullava.faces.video_frames import FrameSelection
+
+    face = cv2.imread(str(astronaut_path))
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10,
+                             (face.shape[1], face.shape[0]))
+    for _ in range(10):
+        writer.write(face)
+    writer.release()
+    results = tiny_predictor.predict([tmp_path / "clip.mp4"], ["binary"], selection=FrameSelection(start=5.0))
+    assert len(results) == 1 and results[0].error is not None
+    assert "no frame to analyse from 5 s on (the video is 1.0 s long)" in results[0].error

@@ -72,6 +72,21 @@ class ImageResult:
     scale: tuple[float, float] = (1.0, 1.0)
 
 
+def _no_frames_message(name: str, source, selection) -> str:
+    from aullava.faces.images import InputError
+    from aullava.faces.video_frames import probe_video
+
+    try:
+        info = probe_video(source)
+        length = info.duration or (info.expected_frames or 0) / (info.fps or 30.0)
+        said = f" (the video is {length:.1f} s long)"
+    except InputError:
+        said = ""
+    span = f"between {selection.start:g} s and {selection.end:g} s" if selection.end is not None else \
+        f"from {selection.start:g} s on"
+    return f"{name}: no frame to analyse {span}{said}"
+
+
 def default_model_dir() -> Path | None:
     """The shipped trained default, or None while the package carries none."""
     from importlib.resources import files
@@ -173,11 +188,16 @@ class Predictor:
             tracker = FaceTracker()
             for _, boxes in written:
                 tracker.update(boxes)
+            count = 0
             try:
                 for frame in iter_video_frames(source, selection, skip={f for f, _ in written}):
+                    count += 1
                     yield ImageResult(file=name, frame=frame.index, timestamp=frame.timestamp), frame.image, tracker
             except InputError as err:
                 yield ImageResult(file=name, error=str(err)), None, None
+                continue
+            if count == 0 and not written:  # e.g. --start past the end: say so rather than give no row at all
+                yield ImageResult(file=name, error=_no_frames_message(name, source, selection)), None, None
 
     def _detect(self, result: ImageResult, image: np.ndarray, tracker, crops: list) -> None:
         from aullava.faces.images import InputError

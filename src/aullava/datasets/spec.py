@@ -67,6 +67,23 @@ def load_eval_spec(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a dataset spec (a mapping with a type), found {type(spec).__name__}")
     spec = dict(spec)
     training_repeat(spec.pop("repeat", 1), str(path))  # a training-mix weight: evaluation reads every frame once
+    return resolve_spec_paths(spec, path.parent)
+
+
+PATH_KEYS = ("path", "root", "frames_root", "images_root")
+
+
+def resolve_spec_paths(spec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A relative path in a spec file means a path beside the spec file; one that only exists relative to the
+    working folder (how specs written before 2026-12-05 were read) is still taken from there."""
+    spec = dict(spec)
+    for key in PATH_KEYS:
+        value = spec.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        beside = folder / value
+        if beside.exists() or not Path(value).exists():
+            spec[key] = str(beside)
     return spec
 
 
