@@ -169,3 +169,35 @@ def test_start_past_the_end_of_a_video_is_a_failed_row_with_a_message(tiny_predi
     results = tiny_predictor.predict([tmp_path / "clip.mp4"], ["binary"], selection=FrameSelection(start=5.0))
     assert len(results) == 1 and results[0].error is not None
     assert "no frame to analyse from 5 s on (the video is 1.0 s long)" in results[0].error
+
+
+def test_merge_shards_refuses_shards_with_different_columns(tmp_path):
+    from aullava.distributed import ProcessInfo, merge_shards, shard_name
+
+    (tmp_path / shard_name(ProcessInfo(0, 2))).write_text("file,face,AU01_c\na.jpg,0,1\n")
+    (tmp_path / shard_name(ProcessInfo(1, 2))).write_text("file,face,AU01_c,AU01_p\nb.jpg,0,1,0.9\n")
+    with pytest.raises(ValueError, match="AU01_p in one but not the other"):
+        merge_shards(tmp_path)
+
+
+def test_batch_invariance_alone_or_among_others_same_answers_and_probabilities(char_tokenizer_dir):
+    """The same crops read alone, together, and at other positions of a larger batch (fp32): identical texts and
+    values, probabilities equal to 1e-6 (the outside check found 12 faces alone vs in a batch of 48 identical)."""
+    import torch
+
+    from aullava.answer_format import ALL_FORMATS
+    from aullava.model.decoding import AnswerDecoder
+    from test_parallel_decoding import random_crops, tiny_model
+
+    model = tiny_model(char_tokenizer_dir, "bp4d", 12)
+    decoder = AnswerDecoder(model)
+    crops, others = random_crops(6, 12), random_crops(10, 13)
+    alone = [decoder.decode(crops[i:i + 1])[0] for i in range(len(crops))]
+    together = decoder.decode(crops)
+    mixed = decoder.decode(torch.cat([others[:4], crops.flip(0), others[4:]]))[4:10][::-1]
+    for reference in (together, mixed):
+        for a, b in zip(alone, reference):
+            for fmt in ALL_FORMATS:
+                assert a[fmt].text == b[fmt].text
+                np.testing.assert_array_equal(a[fmt].values, b[fmt].values)
+                np.testing.assert_allclose(a[fmt].expected, b[fmt].expected, atol=1e-6, rtol=0)

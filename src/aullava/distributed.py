@@ -114,5 +114,12 @@ def merge_shards(directory: str | Path) -> pd.DataFrame:
         raise ValueError(f"{directory}: shards {missing} of {world} are missing (still running, or on another "
                          "machine: copy them here)")
     frames = [pd.read_csv(directory / shard_name(ProcessInfo(rank, world))) for rank in range(world)]
+    for rank, frame in enumerate(frames[1:], start=1):
+        if list(frame.columns) != list(frames[0].columns):
+            extra = sorted(set(frame.columns) ^ set(frames[0].columns))
+            said = f"columns {', '.join(extra[:4])}{' …' if len(extra) > 4 else ''} in one but not the other" \
+                if extra else "the same columns in another order"
+            raise ValueError(f"{directory}: {shard_name(ProcessInfo(rank, world))} and "
+                             f"{shard_name(ProcessInfo(0, world))} differ ({said}): shards of different runs")
     frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True)[list(frames[0].columns)]

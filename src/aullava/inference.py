@@ -286,7 +286,10 @@ class Predictor:
         sources = self.sources(inputs)
         total = sum(self._expected_pictures(kind, source, selection) for kind, source in sources)
         total -= sum(len(v) for v in done.values())
-        bar = tqdm(total=max(total, 0), disable=not progress, desc="frames", unit="frame", dynamic_ncols=True)
+        unit = "frame" if any(kind == "video" for kind, _ in sources) else "photo"
+        # disable=None: no bar when stderr is not a terminal (a log file would get a copy per error line)
+        bar = tqdm(total=max(total, 0), disable=None if progress else True, desc=f"{unit}s", unit=unit,
+                   dynamic_ncols=True)
         for pending, crops in self._detected_chunks(sources, selection, done, chunk, keep_images):
             self._read(crops, fmts)
             bar.update(len(pending))
