@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the default model from what is available offline: synthetic warps with exact
-# labels, teacher-labelled real photos, CPU training (vision warm-up, then the LLM stage), held-out evaluation next
-# to the MediaPipe baseline, and packaging into the package resources. About 2–2.5 h on 2 CPU cores (vision warm-up
-# 30–45 min, LLM stage 45–75 min, evaluation ~15 min; the spread is between machines of this kind).
-# RECIPE=configs/default-model-geometry.yaml trains the geometry arm of the ablation instead (into its own folder);
-# RECIPE=configs/default-model-v3.yaml the v3-data arm (it builds the v3 data too). Every arm is evaluated on the same
-# held-out faces (the v2 data's held-out manifests).
+# Builds the default model from what is available offline: synthetic warps with exact labels, teacher-labelled real
+# photos, CPU training, calibration, held-out evaluation next to the MediaPipe baseline, and packaging into the
+# package resources. The shipped recipe (configs/default-model.yaml, v4) starts from the previous default model
+# (models/default-model-v2-3k): data ~5 min, crops ~2 min, invariance stage ~10 min, LLM stage 1,800 steps ~60 min,
+# calibration + evaluation ~8 min on 2 idle CPU cores (run nothing else meanwhile: two torch processes on 2 cores
+# slow each other several-fold). RECIPE=configs/experiments/<arm>.yaml trains an arm of configs/experiments/ instead
+# (into its own folder, not packaged): default-model-v2-scratch.yaml the v2 model from scratch (vision warm-up + LLM
+# stage, ~2.5 h), default-model-v3.yaml the v3-data arm (it builds the v3 data too). Every arm is evaluated on the
+# same held-out faces (the v2 data's held-out manifests).
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
 set -euo pipefail

@@ -5,8 +5,11 @@ face and on 20 photos of the shared face collection (file names relative to it; 
 Reuse: `load_recording()` gives the recorded dict; `answers_of(predictor, files)` gives the same structure for the
 code under test, so a test compares the two with `==` (texts exactly, values exactly: they parse from the texts).
 
-Regenerate only on purpose (the default model or its prompt changed):
-    .venv/bin/python tests/recorded_answers.py --write
+Two recordings: the shipped default model's, and the v2-3k model's (`models/default-model-v2-3k`, the default model
+of 2026-12-03 and the last of the v2 prompt template: old checkpoints keep loading and answering as they did).
+
+Regenerate only on purpose (that model or its prompt changed):
+    .venv/bin/python tests/recorded_answers.py --write [default|v2-3k]
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-RECORDING = Path(__file__).parent / "data" / "default_model_answers.json"
+REPO = Path(__file__).resolve().parents[1]
+RECORDINGS = {  # name → (model directory, None for the shipped default; its recording)
+    "default": (None, Path(__file__).parent / "data" / "default_model_answers.json"),
+    "v2-3k": (REPO / "models" / "default-model-v2-3k", Path(__file__).parent / "data" / "v2_3k_model_answers.json"),
+}
 FACES_DIR = Path(os.environ.get("AULLAVA_SHARED_FACES", "/work/shared/faces"))
 NUM_PHOTOS = 20
 BATCH_SIZE = 8  # rows per decoding batch when recorded; the comparison uses the same
@@ -29,9 +36,9 @@ def example_path() -> Path:
     return Path(str(files("aullava").joinpath("resources", "examples", EXAMPLE)))
 
 
-def load_recording() -> dict:
+def load_recording(name: str = "default") -> dict:
     """{'formats': [...], 'example': {file: faces}, 'photos': {relative file: faces}}, faces as `answers_of`."""
-    return json.loads(RECORDING.read_text())
+    return json.loads(RECORDINGS[name][1].read_text())
 
 
 def answers_of(predictor, paths: list[Path], names: list[str]) -> dict[str, list[dict]]:
@@ -63,12 +70,13 @@ def _pick_photos(detector, count: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["--write"]:
+    if not argv or argv[0] != "--write" or len(argv) > 2 or (argv[1:] and argv[1] not in RECORDINGS):
         print(__doc__)
         return 2
     from aullava.inference import Predictor
 
-    predictor = Predictor(batch_size=BATCH_SIZE, device="cpu")
+    model, recording_path = RECORDINGS[argv[1] if len(argv) > 1 else "default"]
+    predictor = Predictor(model, batch_size=BATCH_SIZE, device="cpu")
     photos = _pick_photos(predictor.detector, NUM_PHOTOS)
     recording = {
         "formats": ["binary", "discrete", "continuous"],
@@ -76,9 +84,9 @@ def main(argv: list[str]) -> int:
         "example": answers_of(predictor, [example_path()], [EXAMPLE]),
         "photos": answers_of(predictor, [FACES_DIR / p for p in photos], photos),
     }
-    RECORDING.parent.mkdir(parents=True, exist_ok=True)
-    RECORDING.write_text(json.dumps(recording, indent=1) + "\n")
-    print(f"wrote {RECORDING}: example + {len(photos)} photos")
+    recording_path.parent.mkdir(parents=True, exist_ok=True)
+    recording_path.write_text(json.dumps(recording, indent=1) + "\n")
+    print(f"wrote {recording_path}: example + {len(photos)} photos")
     return 0
 
 

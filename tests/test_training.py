@@ -78,7 +78,11 @@ def test_recipe_overrides(tmp_path):
     assert recipe["data"]["formats"] == ["binary"]
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+RECIPES = sorted([*(Path(__file__).parents[1] / "configs").glob("*.yaml"),
+                  *(Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(path):
     """Every recipe in configs/ builds its TrainingArguments and model config (without loading any weights)."""
     recipe = load_recipe(path)
