@@ -38,8 +38,8 @@ FORBIDDEN = {
 
 
 def _part(module: str) -> str:
-    """`aullava.model.modeling` → 'model'; `aullava.cli` and `aullava.cli_predict` → 'cli' (the command line is one
-    part, whatever its modules are called)."""
+    """`aullava.model.modeling` → 'model'; `aullava.cli.predict` → 'cli'; a loose `aullava.cli_*` module, should one
+    come back, counts as the command line too."""
     part = module.split(".")[1] if module.count(".") >= 1 else module
     return "cli" if part.startswith("cli") else part
 

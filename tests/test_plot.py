@@ -10,7 +10,7 @@ from PIL import Image
 
 from aullava.au_catalogue import au_set
 from aullava.cli import main
-from aullava.cli_checks import write_table
+from aullava.cli.checks import write_table
 from aullava.inference import FaceResult, ImageResult, to_dataframe
 
 AUS = au_set("default")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.answer_format import ALL_FORMATS, AnswerFormat
 from aullava.au_catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
 from aullava.model.decoding import AnswerDecoder, check_decoder_options

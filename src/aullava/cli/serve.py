@@ -8,7 +8,7 @@ import socket
 import sys
 import warnings
 
-from aullava.cli_checks import EXIT_OK, UsageError, check_device, check_model_dir
+from aullava.cli.checks import EXIT_OK, UsageError, check_device, check_model_dir
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:

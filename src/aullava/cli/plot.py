@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from aullava.cli_checks import EXIT_OK, TABLE_FORMATS, UsageError, check_input_file, check_output_folder
+from aullava.cli.checks import EXIT_OK, TABLE_FORMATS, UsageError, check_input_file, check_output_folder
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from aullava.cli_checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, check_device, check_model_dir,
+from aullava.cli.checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, check_device, check_model_dir,
                                 check_output_folder, check_output_table, positive_int, positive_number, seconds,
                                 write_table)
 
