@@ -224,10 +224,10 @@ def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(d
     """Into a calibrated copy. The fixture's 5 faces are too few for the minimums and the held-out check (their
     refusals are tested above and in test_probabilities); here the fit is taken as `fit_binary_calibration` gives it,
     to test what calibrate writes and that it moves probabilities, not answers."""
-    from aullava.eval import probabilities
+    from aullava.eval import probabilities, run
     from aullava.eval.probabilities import apply_temperature
 
-    monkeypatch.setattr(probabilities, "calibrate_binary",
+    monkeypatch.setattr(run, "calibrate_binary",
                         lambda truth, table, au_set, seed=0: {**probabilities.fit_binary_calibration(truth, table, au_set),
                                                               "heldout_pairs": 0, "heldout_ece_before": 0.0,
                                                               "heldout_ece_after": 0.0, "heldout_nll_before": 0.0,

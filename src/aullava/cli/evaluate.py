@@ -82,6 +82,7 @@ def _eval(args: argparse.Namespace) -> int:
     from aullava.teacher.labeler import BASELINES, baseline_predictions
     from aullava.eval.predictions import as_prediction_table, format_agreement, read_predictions, sample_frames, write_report
     from aullava.eval.metrics import evaluate_tables
+    from aullava.eval.run import ask_text, read_model
 
     spec = load_eval_spec(args.data)
     spec = {**spec, **({"fold": args.fold} if args.fold is not None else {}), "split": args.split}
@@ -103,7 +104,10 @@ def _eval(args: argparse.Namespace) -> int:
             truth = truth[truth["video"].map(lambda v: isinstance(v, str) and Path(v).name == Path(args.video).name)]
     else:
         model = _load_for_readout(args.model)
-        table, truth, keys, formats = _model_predictions(args, frames, formats, ask, model)
+        readout = read_model(model, frames, formats, ask=ask, **_readout_options(args))
+        for note in readout.notes:
+            print(f"note: {note}", file=sys.stderr)
+        table, truth, keys, formats = readout.predictions, readout.truth, readout.keys, readout.formats
         source = f"aullava: {args.model or 'default model'}, {args.intensity} intensities"
     if not formats:
         raise ValueError("no answer format is both labelled by the dataset and present in the predictions")
@@ -117,7 +121,7 @@ def _eval(args: argparse.Namespace) -> int:
         baseline = (BASELINES[args.baseline], evaluate_tables(truth, base, frames.au_set, formats, keys=["image"]))
     agreement = format_agreement(table, frames.au_set) if len(formats) > 1 else None
     if not args.predictions:
-        title += f" — asked {_ask_text(ask, model)}"
+        title += f" — asked {ask_text(ask, model)}"
     print(write_report(results, args.out, title, frames.au_set, baseline, agreement))
     as_prediction_table(table).to_csv(Path(args.out) / "predictions.csv", index=False)
     print(f"wrote metrics.json, report.md and per-AU charts to {args.out}", file=sys.stderr)
@@ -144,29 +148,10 @@ def _load_for_readout(model_dir: str | None):
     return model
 
 
-def _model_predictions(args: argparse.Namespace, frames, formats: list[str], ask: str, model):
-    """The model's readout of every labelled frame that has a face: (predictions, truth rows, join keys, the
-    formats both labelled and asked). Crops come from the resumable crop cache; faces that fail are counted."""
-    from aullava.datasets import LabelledFaces, frame_source
-    from aullava.datasets.spec import dropped_summary
-    from aullava.eval.predictions import predict_dataset, truth_keys
-    from aullava.faces.crop_cache import FaceCropCache
-
-    cache = FaceCropCache(args.crop_cache, crop_size=model.vision_encoder.image_size, landmarks=model.wants_geometry)
-    report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=args.workers,
-                         progress=not args.quiet)
-    if report.failures:
-        print(f"note: {dropped_summary(len(frames.table), report.failures, 'not evaluated')}", file=sys.stderr)
-    faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask,
-                          geometry=model.wants_geometry)
-    unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
-    print(f"note: asked {_ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
-                                                    if unasked else ""), file=sys.stderr)
-    formats = [f for f in formats if f in faces.au_sets]
-    table = predict_dataset(model, faces, formats, batch_size=args.batch_size, progress=not args.quiet,
-                            intensity=getattr(args, "intensity", "mean"),
-                            precision=getattr(args, "precision", "fp32"))
-    return table, faces.table, truth_keys(faces.table), formats
+def _readout_options(args: argparse.Namespace) -> dict:
+    return {"crop_cache": args.crop_cache, "workers": args.workers, "batch_size": args.batch_size,
+            "progress": not args.quiet, "intensity": getattr(args, "intensity", None),
+            "precision": getattr(args, "precision", "fp32")}
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -178,7 +163,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from aullava.datasets import read_frames
     from aullava.datasets.spec import load_eval_spec
     from aullava.eval.predictions import sample_frames
-    from aullava.eval.probabilities import CalibrationRefused, calibrate_binary
+    from aullava.eval.probabilities import CalibrationRefused
+    from aullava.eval.run import calibrate_model
     from aullava.files import atomic_write
 
     spec = load_eval_spec(args.data)
@@ -186,14 +172,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     frames = sample_frames(read_frames(spec, where=str(args.data)), args.limit, seed=args.seed)
     _refuse_duplicate_rows(frames.table, args.data)
     model = _load_for_readout(args.model)
-    model.config.probability_temperature, model.config.probability_bias = {}, {}  # fit on the raw probabilities
-    table, truth, _, formats = _model_predictions(args, frames, ["binary"], ask, model)
-    if "binary" not in formats:
-        raise ValueError(f"{args.data}: no binary labels to calibrate p(present) against")
     try:
-        fit = calibrate_binary(truth, table, frames.au_set, seed=args.seed)
+        fit = calibrate_model(model, frames, seed=args.seed, ask=ask, **_readout_options(args))
     except CalibrationRefused as err:
         raise UsageError(f"calibrate: {err}") from None
+    for note in fit["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     print(f"binary p(present) over {fit['pairs']} (face, AU) pairs: temperature {fit['temperature']:.3f}, log-odds "
           f"shift {fit['bias']:+.3f}; ECE {fit['ece_before']:.3f} → {fit['ece_after']:.3f}, log-loss "
           f"{fit['nll_before']:.3f} → {fit['nll_after']:.3f} (a temperature alone, {fit['temperature_only']:.3f}: "
@@ -231,9 +215,3 @@ def _calibration_target(args: argparse.Namespace) -> Path:
     if target != source and target.exists():
         raise UsageError(f"calibrate: {target} already exists; name a new folder with --out")
     return target
-
-
-def _ask_text(ask: str, model) -> str:
-    if ask == "model":
-        return f"the model's whole AU set ({len(model.au_set)} AUs), the question predict asks"
-    return "only the AUs the dataset labels, per format" if ask == "labelled" else "the dataset's whole AU set"

@@ -54,7 +54,8 @@ def load_eval_spec(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid YAML ({problem}{where})") from None
     if spec is None:
         raise ValueError(f"{path}: empty; expected a dataset spec such as {{type: manifest, path: labels.csv}}")
-    if isinstance(spec, dict) and "data" in spec:  # a training recipe: evaluate its eval (or train) data
+    recipe = isinstance(spec, dict) and "data" in spec
+    if recipe:  # a training recipe: evaluate its eval (or train) data (its paths, like `train`'s, from here)
         data = spec["data"]
         if not isinstance(data, dict) or not (data.get("eval") or data.get("train")):
             raise ValueError(f"{path}: a recipe whose data section has neither eval nor train")
@@ -67,7 +68,7 @@ def load_eval_spec(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a dataset spec (a mapping with a type), found {type(spec).__name__}")
     spec = dict(spec)
     training_repeat(spec.pop("repeat", 1), str(path))  # a training-mix weight: evaluation reads every frame once
-    return resolve_spec_paths(spec, path.parent)
+    return spec if recipe else resolve_spec_paths(spec, path.parent)
 
 
 PATH_KEYS = ("path", "root", "frames_root", "images_root")

@@ -1,0 +1,103 @@
+"""Evaluation and calibration as library calls: a model and labelled frames in, the scores (or the fit) out — what
+`aullava eval` and `aullava calibrate` print, usable from a notebook without building command-line arguments.
+
+    from aullava.datasets import read_frames
+    from aullava.eval.run import evaluate_model
+    from aullava.inference import load_model
+
+    run = evaluate_model(load_model("runs/my-model"), read_frames({"type": "manifest", "path": "held_out.csv"}))
+    run.results["binary"]["average"]["f1"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from aullava.eval.metrics import evaluate_tables
+from aullava.eval.predictions import predict_dataset, truth_keys
+from aullava.eval.probabilities import calibrate_binary
+
+ASK_CHOICES = ("model", "labelled", "all")
+
+
+@dataclass
+class ModelReadout:
+    """A model's answers on labelled frames: the predictions and truth tables (same rows), the keys joining them,
+    the formats both labelled and asked, and notes for the user (faces not found, AUs not asked)."""
+
+    predictions: pd.DataFrame
+    truth: pd.DataFrame
+    keys: list[str]
+    formats: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation(ModelReadout):
+    results: dict[str, Any] = field(default_factory=dict)  # per format: per-AU metrics and their average
+
+
+def ask_text(ask: str, model) -> str:
+    """What a model is asked, in words (the report's title says it)."""
+    if ask == "model":
+        return f"the model's whole AU set ({len(model.au_set)} AUs), the question predict asks"
+    return "only the AUs the dataset labels, per format" if ask == "labelled" else "the dataset's whole AU set"
+
+
+def read_model(model, frames, formats: Sequence[str] = ("binary", "discrete", "continuous"), ask: str = "model",
+               crop_cache: str | None = None, workers: int = 1, batch_size: int = 8, progress: bool = False,
+               intensity: str | None = None, precision: str = "fp32") -> ModelReadout:
+    """The model's readout of every labelled frame that has a face. Crops come from the resumable crop cache
+    (`crop_cache`, default $AULLAVA_HOME/crops); faces that fail are counted in the notes. `ask`: the model's whole
+    AU set (as predict asks), only the AUs the dataset labels per format, or the dataset's whole set."""
+    from aullava.datasets import LabelledFaces, frame_source
+    from aullava.datasets.spec import dropped_summary
+    from aullava.faces.crop_cache import FaceCropCache
+
+    if ask not in ASK_CHOICES:
+        raise ValueError(f"ask must be one of {', '.join(ASK_CHOICES)}, got {ask!r}")
+    notes = []
+    cache = FaceCropCache(crop_cache, crop_size=model.vision_encoder.image_size, landmarks=model.wants_geometry)
+    report = cache.build([frame_source(row) for _, row in frames.table.iterrows()], workers=workers,
+                         progress=progress)
+    if report.failures:
+        notes.append(dropped_summary(len(frames.table), report.failures, "not evaluated"))
+    faces = LabelledFaces(frames, cache, formats, ask=model.au_set if ask == "model" else ask,
+                          geometry=model.wants_geometry)
+    unasked = [au for au in frames.au_set.ids if au not in faces.asked_ids()]
+    notes.append(f"asked {ask_text(ask, model)}" + (f"; not scored (not asked): {', '.join(unasked)}"
+                                                      if unasked else ""))
+    formats = [f for f in formats if f in faces.au_sets]
+    table = predict_dataset(model, faces, formats, batch_size=batch_size, progress=progress, intensity=intensity,
+                            precision=precision)
+    return ModelReadout(table, faces.table, truth_keys(faces.table), formats, notes)
+
+
+def evaluate_model(model, frames, formats: Sequence[str] = ("binary", "discrete", "continuous"),
+                   **options) -> Evaluation:
+    """`read_model` (same options) and the metrics of the answers against the labels (`aullava.eval.metrics`)."""
+    readout = read_model(model, frames, formats, **options)
+    if not readout.formats:
+        raise ValueError("no answer format is both labelled by the dataset and asked")
+    results = evaluate_tables(readout.truth, readout.predictions, frames.au_set, readout.formats, keys=readout.keys)
+    return Evaluation(**vars(readout), results=results)
+
+
+def calibrate_model(model, frames, seed: int = 0, **options) -> dict[str, float]:
+    """Platt scaling of the model's binary p(present) fitted on `frames` (binary labels needed), checked as
+    `aullava.eval.probabilities.calibrate_binary` does (minimums, a held-out half). The model's own calibration is
+    set aside for the fit; nothing is written (the caller stores `temperature` and `bias`)."""
+    saved = dict(model.config.probability_temperature), dict(model.config.probability_bias)
+    model.config.probability_temperature, model.config.probability_bias = {}, {}  # fit on the raw probabilities
+    try:
+        readout = read_model(model, frames, ["binary"], **options)
+    finally:
+        model.config.probability_temperature, model.config.probability_bias = saved
+    if "binary" not in readout.formats:
+        raise ValueError("no binary labels to calibrate p(present) against")
+    fit = calibrate_binary(readout.truth, readout.predictions, frames.au_set, seed=seed)
+    fit["notes"] = readout.notes
+    return fit
