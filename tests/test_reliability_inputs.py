@@ -201,3 +201,24 @@ def test_batch_invariance_alone_or_among_others_same_answers_and_probabilities(c
                 assert a[fmt].text == b[fmt].text
                 np.testing.assert_array_equal(a[fmt].values, b[fmt].values)
                 np.testing.assert_allclose(a[fmt].expected, b[fmt].expected, atol=1e-6, rtol=0)
+
+
+def test_a_full_disk_names_the_table_and_leaves_no_row_cut_in_half(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pandas as pd
+
+    from aullava.tables import TableWriter
+
+    writer = TableWriter(tmp_path / "aus.csv", "csv", {"file": "object", "face": "Int64"})
+    writer.write(pd.DataFrame({"file": ["a.jpg"], "face": [0]}))
+
+    def full(_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        writer.write(pd.DataFrame({"file": ["b.jpg", "c.jpg"], "face": [0, 1]}))
+    assert info.value.filename == str(tmp_path / "aus.csv") and "No space left" in info.value.strerror
+    assert (tmp_path / "aus.csv").read_text() == "file,face\na.jpg,0\n"

@@ -18,6 +18,7 @@ them back so `predict --resume` can skip what is done.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -180,9 +181,16 @@ class TableWriter:
             return
         text = typed(table, self.columns).to_csv(index=False, header=False)
         with open(self.journal, "a", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            size = handle.tell()
+            try:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as err:  # a full disk, say: no row is left cut in half, and the message names the file
+                with contextlib.suppress(OSError):
+                    handle.truncate(size)
+                raise OSError(err.errno, f"{err.strerror or err}; the table keeps the {self.rows} rows written "
+                                         "before", str(self.journal)) from None
         self.rows += len(table)
 
     def close(self) -> None:
