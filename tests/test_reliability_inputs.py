@@ -222,3 +222,14 @@ def test_a_full_disk_names_the_table_and_leaves_no_row_cut_in_half(tmp_path, mon
         writer.write(pd.DataFrame({"file": ["b.jpg", "c.jpg"], "face": [0, 1]}))
     assert info.value.filename == str(tmp_path / "aus.csv") and "No space left" in info.value.strerror
     assert (tmp_path / "aus.csv").read_text() == "file,face\na.jpg,0\n"
+
+
+def test_eval_predictions_write_answers_as_predict_does():
+    """eval's predictions.csv wrote 0/1 as 0.0/1.0 and intensities with 17 digits."""
+    import pandas as pd
+
+    from aullava.eval.predictions import as_prediction_table
+
+    table = pd.DataFrame({"image": ["a.jpg"], "AU01_c": [1.0], "AU01_r": [3.0], "AU01": [0.019999999552965164],
+                          "AU01_p": [0.91234]})
+    assert as_prediction_table(table).to_csv(index=False) == "image,AU01_c,AU01_r,AU01_i,AU01_p\na.jpg,1,3,0.02,0.91234\n"

@@ -400,9 +400,16 @@ def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete"
 
 
 def as_prediction_table(table: pd.DataFrame) -> pd.DataFrame:
-    """`predict_dataset`'s table under `predict`'s column names (the 0..1 intensity as `AU01_i`), for writing."""
+    """`predict_dataset`'s table under `predict`'s column names (the 0..1 intensity as `AU01_i`), for writing: the
+    0/1 and 0–5 answers as whole numbers (`1`, not `1.0`), the 0–1 intensities to two decimals, as predict writes."""
     renames = {c: c + "_i" for c in _au_columns(table, "")}
-    return table.rename(columns=renames)
+    out = table.rename(columns=renames)
+    for suffix in ("c", "r"):
+        for column in _au_columns(out, suffix):
+            out[column] = pd.to_numeric(out[column]).round().astype("Int64")
+    for column in renames.values():
+        out[column] = pd.to_numeric(out[column]).round(2)
+    return out
 
 
 def _has_video(table: pd.DataFrame) -> bool:
