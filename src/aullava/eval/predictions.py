@@ -1,7 +1,8 @@
-"""Reading other tools' prediction files into the shared table convention, and writing evaluation reports.
+"""Reading other tools' prediction files into the shared table convention, and writing evaluation reports (running
+the model on a dataset is `aullava.eval.run`).
 
 Why: AU-LLaVA is compared with OpenFace and py-feat on the same ground truth, so their CSVs must become the same
-kind of table as ours (:func:`aullava.inference.to_dataframe`) before :func:`aullava.metrics.evaluate_tables`:
+kind of table as ours (:func:`aullava.inference.to_dataframe`) before :func:`aullava.eval.metrics.evaluate_tables`:
 one row per image (``image``) or video frame (``frame``; ``video`` too when known), OpenFace-style AU columns
 ``AU01_c`` (occurrence 0/1), ``AU01_r`` (intensity 0..5), ``AU01`` (intensity 0..1), NaN = no prediction.
 
@@ -50,7 +51,7 @@ _IMAGE_COLS = ("image", "file", "input")
 
 class PredictionTable(NamedTuple):
     """A prediction table in the shared convention, the formats it provides, the tool it came from and the key
-    columns to join it on (pass ``keys`` and ``formats`` on to :func:`aullava.metrics.evaluate_tables`)."""
+    columns to join it on (pass ``keys`` and ``formats`` on to :func:`aullava.eval.metrics.evaluate_tables`)."""
 
     table: pd.DataFrame
     formats: tuple[str, ...]
@@ -350,57 +351,8 @@ def _metrics(res: dict[str, Any], fmt: str) -> tuple[str, ...]:
     return FORMAT_METRICS[fmt] + (("auc",) if "auc" in res.get("average", {}) else ())
 
 
-def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
-                    batch_size: int = 8, progress: bool = True, decoder: str = "parallel",
-                    intensity: str | None = None, precision: str = "fp32") -> pd.DataFrame:
-    """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
-
-    Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
-    `decoder="parallel"` (the readout `predict` uses) also gives the expectation columns (`AU01_p` p(present),
-    `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only (greedy).
-    `intensity`: the parallel decoder's readout of discrete and continuous values ("mean", its default, or
-    "greedy"); decoding is `aullava.model.decoding.AnswerDecoder`, the one `predict` uses."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from aullava.datasets.labels import au_columns
-    from aullava.model.decoding import AnswerDecoder, check_decoder_options
-
-    intensity = check_decoder_options(decoder, precision, intensity)
-    keys = ["video", "frame"] if _has_video(faces.table) else ["image"]
-    out = faces.table[keys].copy()
-    formats = [f for f in formats if f in faces.au_sets]
-    groups: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # formats asking the same AUs share one decoding
-    for fmt in formats:
-        groups.setdefault(tuple(faces.au_sets[fmt].ids), (faces.au_sets[fmt], []))[1].append(fmt)
-    values = {f: np.full((len(faces), len(faces.au_sets[f])), np.nan) for f in formats}
-    expected = {f: np.full_like(values[f], np.nan) for f in formats}
-    bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
-    for au_set, fmts in groups.values():
-        answers = AnswerDecoder(model, au_set=au_set, decoder=decoder, precision=precision, intensity=intensity)
-        for start in range(0, len(faces), batch_size):
-            rows = range(start, min(start + batch_size, len(faces)))
-            crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))
-            geometry = model.processor.geometry_batch([faces.geometry(i) for i in rows]) \
-                if getattr(model, "wants_geometry", False) else None
-            for i, by_format in zip(rows, answers.decode(crops, fmts, geometry=geometry)):
-                for fmt, readout in by_format.items():
-                    values[fmt.value][i] = readout.values
-                    if readout.expected is not None:
-                        expected[fmt.value][i] = readout.expected
-            bar.update(len(rows))
-    bar.close()
-    for fmt in formats:
-        out[au_columns(faces.au_sets[fmt], fmt)] = values[fmt]
-    if decoder == "parallel":
-        for fmt in formats:
-            suffix = AnswerFormat.parse(fmt).expectation_suffix
-            out[faces.au_sets[fmt].openface_columns(suffix)] = expected[fmt]
-    return out
-
-
 def as_prediction_table(table: pd.DataFrame) -> pd.DataFrame:
-    """`predict_dataset`'s table under `predict`'s column names (the 0..1 intensity as `AU01_i`), for writing: the
+    """`aullava.eval.run.predict_dataset`'s table under `predict`'s column names (the 0..1 intensity as `AU01_i`), for writing: the
     0/1 and 0–5 answers as whole numbers (`1`, not `1.0`), the 0–1 intensities to two decimals, as predict writes."""
     renames = {c: c + "_i" for c in _au_columns(table, "")}
     out = table.rename(columns=renames)

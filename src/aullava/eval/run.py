@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
+from aullava.answer_format import AnswerFormat
 from aullava.eval.metrics import evaluate_tables
-from aullava.eval.predictions import predict_dataset, truth_keys
+from aullava.eval.predictions import truth_keys
 from aullava.eval.probabilities import calibrate_binary
 
 ASK_CHOICES = ("model", "labelled", "all")
@@ -38,6 +40,55 @@ class ModelReadout:
 @dataclass
 class Evaluation(ModelReadout):
     results: dict[str, Any] = field(default_factory=dict)  # per format: per-AU metrics and their average
+
+
+def predict_dataset(model, faces, formats: Sequence[str] = ("binary", "discrete", "continuous"),
+                    batch_size: int = 8, progress: bool = True, decoder: str = "parallel",
+                    intensity: str | None = None, precision: str = "fp32") -> pd.DataFrame:
+    """Model predictions for every cached face of a `LabelledFaces`, in the shared table convention.
+
+    Each format asks exactly the AUs the dataset labels in that format (its `au_sets`), as in training.
+    `decoder="parallel"` (the readout `predict` uses) also gives the expectation columns (`AU01_p` p(present),
+    `AU01_r_mean`, `AU01_i_mean`); "sequential" is the one-token-per-pass reference, answers only (greedy).
+    `intensity`: the parallel decoder's readout of discrete and continuous values ("mean", its default, or
+    "greedy"); decoding is `aullava.model.decoding.AnswerDecoder`, the one `predict` uses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from aullava.datasets.labels import au_columns
+    from aullava.model.decoding import AnswerDecoder, check_decoder_options
+
+    intensity = check_decoder_options(decoder, precision, intensity)
+    keys = truth_keys(faces.table)
+    out = faces.table[keys].copy()
+    formats = [f for f in formats if f in faces.au_sets]
+    groups: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # formats asking the same AUs share one decoding
+    for fmt in formats:
+        groups.setdefault(tuple(faces.au_sets[fmt].ids), (faces.au_sets[fmt], []))[1].append(fmt)
+    values = {f: np.full((len(faces), len(faces.au_sets[f])), np.nan) for f in formats}
+    expected = {f: np.full_like(values[f], np.nan) for f in formats}
+    bar = tqdm(total=len(faces) * len(groups), disable=not progress, desc="evaluating", unit="face")
+    for au_set, fmts in groups.values():
+        answers = AnswerDecoder(model, au_set=au_set, decoder=decoder, precision=precision, intensity=intensity)
+        for start in range(0, len(faces), batch_size):
+            rows = range(start, min(start + batch_size, len(faces)))
+            crops = torch.from_numpy(np.stack([faces.cache.get(faces.sources[i]) for i in rows]))
+            geometry = model.processor.geometry_batch([faces.geometry(i) for i in rows]) \
+                if getattr(model, "wants_geometry", False) else None
+            for i, by_format in zip(rows, answers.decode(crops, fmts, geometry=geometry)):
+                for fmt, readout in by_format.items():
+                    values[fmt.value][i] = readout.values
+                    if readout.expected is not None:
+                        expected[fmt.value][i] = readout.expected
+            bar.update(len(rows))
+    bar.close()
+    for fmt in formats:
+        out[au_columns(faces.au_sets[fmt], fmt)] = values[fmt]
+    if decoder == "parallel":
+        for fmt in formats:
+            suffix = AnswerFormat.parse(fmt).expectation_suffix
+            out[faces.au_sets[fmt].openface_columns(suffix)] = expected[fmt]
+    return out
 
 
 def ask_text(ask: str, model) -> str:
