@@ -20,13 +20,15 @@ trained default model is a few MB.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
+from transformers.utils import ModelOutput
 
 from aullava.model.config import AuLlavaConfig
 from aullava.model.checkpoint_files import CheckpointError, check_tensors, read_tensors
@@ -57,14 +59,14 @@ def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
     return "|".join(parts)
 
 
-class AnswerState(NamedTuple):
-    """Where a batch of answers stands: last hidden state per row, the key/value cache, the attention mask so far
-    and the position of the next token."""
+@dataclass
+class AuLlavaOutput(ModelOutput):
+    """What `AuLlavaModel.forward` returns (a `ModelOutput`: `out.loss` or `out["loss"]`, as `Trainer` reads it).
+    `loss`: with labels, the (weighted) answer-token cross-entropy; `logits`: with labels, those of the supervised
+    positions (over the answer vocabulary with `loss_vocabulary: answer`), without, the last position's."""
 
-    hidden: torch.Tensor
-    cache: Any
-    attention: torch.Tensor
-    next_position: torch.Tensor
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 class AuLlavaModel(nn.Module):
@@ -184,7 +186,7 @@ class AuLlavaModel(nn.Module):
                 image_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 prefix_ids: torch.Tensor | None = None, label_weights: torch.Tensor | None = None,
                 num_items_in_batch: torch.Tensor | int | None = None,
-                geometry: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                geometry: torch.Tensor | None = None) -> "AuLlavaOutput":
         """`prefix_ids` (1, P): a description shared by every row, stripped from `input_ids`. It is run once, without
         gradient, and its key/value cache repeated over the batch, which roughly halves the training cost on a CPU;
         the LoRA weights still shape the prefix in the forward pass, only their gradient through it is dropped.
@@ -204,7 +206,7 @@ class AuLlavaModel(nn.Module):
         hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
                          use_cache=cache is not None, **{cache_argument(decoder): cache}).last_hidden_state
         if labels is None:
-            return {"logits": final_logits(self.language_model, hidden[:, -1:])}
+            return AuLlavaOutput(logits=final_logits(self.language_model, hidden[:, -1:]))
         targets = labels[:, 1:]
         keep = targets != -100
         if self.config.loss_vocabulary == "answer":
@@ -220,8 +222,8 @@ class AuLlavaModel(nn.Module):
         weights = None if label_weights is None else label_weights[:, 1:][keep].to(losses.dtype)
         total = losses.sum() if weights is None else (losses * weights).sum()
         if num_items_in_batch is not None:
-            return {"loss": total / num_items_in_batch, "logits": logits}
-        return {"loss": total / (losses.numel() if weights is None else weights.sum()), "logits": logits}
+            return AuLlavaOutput(loss=total / num_items_in_batch, logits=logits)
+        return AuLlavaOutput(loss=total / (losses.numel() if weights is None else weights.sum()), logits=logits)
 
     def prefix_cache(self, prefix_ids: torch.Tensor, rows: int):
         """Key/value cache of a prefix shared by every row (run once, without gradient), repeated for `rows` rows."""
@@ -237,39 +239,6 @@ class AuLlavaModel(nn.Module):
     def _answer_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
         vocabulary, index_of = self.processor.answer_vocabulary_ids()
         return vocabulary.to(self.language_model.device), index_of.to(self.language_model.device)
-
-    # ----- answering (the steps `decoding.sequential` runs) ------------------------------------------------------
-    def start_answers(self, images: torch.Tensor, inputs: dict[str, torch.Tensor],
-                      geometry: torch.Tensor | None = None) -> "AnswerState":
-        """Runs the shared prefix once (its cache repeated over the rows), then each row's image tokens and question
-        (`AuLlavaProcessor.generation_inputs`); the state holds the last hidden state and the cache."""
-        device = self.device
-        rows = inputs["input_ids"].shape[0]
-        cache = self.prefix_cache(inputs["prefix_ids"].to(device), rows)
-        attention = inputs["attention_mask"].to(device)
-        positions = inputs["position_ids"].to(device)
-        embeds = self.embed(images.to(device), inputs["input_ids"].to(device), inputs["image_mask"].to(device),
-                            geometry)
-        decoder = self.language_model.get_decoder()
-        hidden = decoder(
-            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True,
-            **{cache_argument(decoder): cache}).last_hidden_state[:, -1]
-        return AnswerState(hidden, cache, attention, positions[:, -1:] + 1)
-
-    def continue_answers(self, state: "AnswerState", tokens: torch.Tensor) -> "AnswerState":
-        """One step: feeds one chosen token per row (B, 1) after the state."""
-        attention = torch.cat([state.attention, torch.ones_like(tokens)], dim=1)
-        decoder = self.language_model.get_decoder()
-        hidden = decoder(
-            input_ids=tokens, attention_mask=attention, position_ids=state.next_position, use_cache=True,
-            **{cache_argument(decoder): state.cache}).last_hidden_state[:, -1]
-        return AnswerState(hidden, state.cache, attention, state.next_position + 1)
-
-    def answer_logits(self, state: "AnswerState") -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of the next token over the answer vocabulary only (the argmax over the allowed tokens is the same;
-        the LM head over Gemma's 262k-entry vocabulary would dominate every step), and those token ids."""
-        vocabulary = self._answer_vocabulary()[0]
-        return final_logits(self.language_model, state.hidden, vocabulary), vocabulary
 
     @property
     def device(self) -> torch.device:
