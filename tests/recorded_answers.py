@@ -29,6 +29,7 @@ RECORDINGS = {  # name → (model directory, None for the shipped default; its r
 FACES_DIR = Path(os.environ.get("AULLAVA_SHARED_FACES", "/work/shared/faces"))
 NUM_PHOTOS = 20
 BATCH_SIZE = 8  # rows per decoding batch when recorded; the comparison uses the same
+PRECISION = "fp32"  # recorded and compared in fp32: "auto" would depend on the machine's CPU
 EXAMPLE = "astronaut.png"
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
     from aullava.inference import Predictor
 
     model, recording_path = RECORDINGS[argv[1] if len(argv) > 1 else "default"]
-    predictor = Predictor(model, batch_size=BATCH_SIZE, device="cpu")
+    predictor = Predictor(model, batch_size=BATCH_SIZE, device="cpu", precision=PRECISION)
     photos = _pick_photos(predictor.detector, NUM_PHOTOS)
     recording = {
         "formats": ["binary", "discrete", "continuous"],

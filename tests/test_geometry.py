@@ -175,7 +175,7 @@ def test_predictor_reads_the_detected_geometry(char_tokenizer_dir, astronaut_pat
     from aullava.model.decoding.parallel import ParallelDecoder
 
     model = geometry_model(char_tokenizer_dir, ["AU1", "AU12", "AU25"], 6, vision="efficientnet")
-    results = Predictor(model, detector=detector).predict([load_image(astronaut_path)])
+    results = Predictor(model, detector=detector, precision="fp32").predict([load_image(astronaut_path)])
     face = astronaut_face
     vector = torch.from_numpy(geometry_features(face.landmarks, face.matrix, face.blendshapes,
                                                 face.crop.shape[0]))[None]
@@ -184,7 +184,7 @@ def test_predictor_reads_the_detected_geometry(char_tokenizer_dir, astronaut_pat
         assert results[0].faces[0].texts[fmt.value] == expected[fmt].text
     # one row per batch: a random model sits near ties (p ≈ 0.4997), where the left padding of mixed formats in
     # one batch is enough to flip a value
-    sequential = Predictor(model, detector=detector, decoder="sequential", batch_size=1).predict(
+    sequential = Predictor(model, detector=detector, precision="fp32", decoder="sequential", batch_size=1).predict(
         [load_image(astronaut_path)])
     assert sequential[0].faces[0].texts == results[0].faces[0].texts
 

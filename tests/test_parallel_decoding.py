@@ -242,7 +242,7 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
 
     model = tiny_model(char_tokenizer_dir, ["AU1", "AU12"], 9, vision="efficientnet")
     image = load_image(astronaut_path)
-    table = Predictor(model, detector=detector).predict_table([image, image[:, ::-1].copy()])
+    table = Predictor(model, detector=detector, precision="fp32").predict_table([image, image[:, ::-1].copy()])
     answers = ["AU01_c", "AU12_c", "AU01_r", "AU12_r", "AU01_i", "AU12_i"]
     expected = ["AU01_p", "AU12_p", "AU01_r_mean", "AU12_r_mean", "AU01_i_mean", "AU12_i_mean"]
     head = ["file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
@@ -258,12 +258,12 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
                                   np.floor(table[["AU01_r_mean", "AU12_r_mean"]].to_numpy() + 0.5))
     np.testing.assert_allclose(table[["AU01_i", "AU12_i"]].to_numpy(),
                                table[["AU01_i_mean", "AU12_i_mean"]].to_numpy(), atol=0.005 + 1e-6)
-    sequential = Predictor(model, detector=detector, decoder="sequential").predict_table([image])
+    sequential = Predictor(model, detector=detector, precision="fp32", decoder="sequential").predict_table([image])
     assert list(sequential.columns) == [*head, *answers, "error"]
-    greedy = Predictor(model, detector=detector, intensity="greedy").predict_table([image])
+    greedy = Predictor(model, detector=detector, precision="fp32", intensity="greedy").predict_table([image])
     np.testing.assert_array_equal(sequential[answers].to_numpy(), greedy[answers].to_numpy())
     with pytest.raises(ValueError, match="parallel decoder"):
-        Predictor(model, detector=detector, decoder="sequential", intensity="mean")
+        Predictor(model, detector=detector, precision="fp32", decoder="sequential", intensity="mean")
 
 
 def test_parallel_equals_sequential_in_the_v2_layout(char_tokenizer_dir):

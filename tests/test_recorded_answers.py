@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from recorded_answers import BATCH_SIZE, EXAMPLE, FACES_DIR, RECORDINGS, answers_of, example_path, load_recording
+from recorded_answers import (BATCH_SIZE, EXAMPLE, FACES_DIR, PRECISION, RECORDINGS, answers_of, example_path,
+                              load_recording)
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.e2e
 def recorded_model(request):
     from aullava.inference import Predictor
 
-    return request.param, Predictor(RECORDINGS[request.param][0], batch_size=BATCH_SIZE, device="cpu")
+    return request.param, Predictor(RECORDINGS[request.param][0], batch_size=BATCH_SIZE, device="cpu",
+                                    precision=PRECISION)
 
 
 def test_example_face_answers_match_the_recording(recorded_model):

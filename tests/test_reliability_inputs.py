@@ -21,7 +21,7 @@ def tiny_predictor(char_tokenizer_dir, tmp_path_factory):
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("ckpt")
     AuLlavaModel(tiny_model_config(char_tokenizer_dir, au_set="default")).save_pretrained(directory)
-    return Predictor(directory, device="cpu")
+    return Predictor(directory, device="cpu", precision="fp32")
 
 
 def test_a_face_on_a_4032_by_3024_photo_is_reported_in_the_photos_pixels(tiny_predictor, astronaut_path, tmp_path):

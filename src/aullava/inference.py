@@ -24,7 +24,7 @@ import torch
 from aullava.answer_format import ALL_FORMATS, AnswerFormat
 from aullava.au_catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
-from aullava.model.decoding import AnswerDecoder, check_decoder_options
+from aullava.model.decoding import DEFAULT_PRECISION, AnswerDecoder, check_decoder_options, resolve_precision
 from aullava.model.modeling import AuLlavaModel
 from aullava.tables import to_dataframe as table_of_results
 
@@ -113,8 +113,9 @@ class Predictor:
     """Loads the model and the face detector once; `predict` takes files, folders or arrays.
 
     `decoder`: "parallel" (Jacobi decoding: the same greedy answers, several times faster, with probabilities) or
-    "sequential" (one token per pass: the reference). `precision` "bf16" runs the LLM under bfloat16 autocast (faster
-    on CPUs with AMX; answers may differ from fp32 where the model hesitates). `intensity`: the discrete and
+    "sequential" (one token per pass: the reference). `precision`: "bf16" runs the LLM under bfloat16 autocast (faster
+    where the hardware computes bf16 natively; answers may differ from fp32 where the model hesitates), "fp32", or
+    "auto" (bf16 on a CPU with AVX512-BF16/AMX or a bf16 GPU, else fp32; `aullava.model.decoding.native_bf16`). `intensity`: the discrete and
     continuous values, "mean" (the expected intensity on the format's grid, the parallel decoder's default) or
     "greedy" (the digits the LLM wrote; the sequential decoder's only readout). `readout`: "exact" (the greedy answer)
     or "one-pass" (one pass over a draft; `aullava.model.decoding.AnswerDecoder` says what it returns).
@@ -122,8 +123,9 @@ class Predictor:
     loaded here gets its LoRA merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
-                 device: str | None = None, detector=None, decoder: str = "parallel", precision: str = "fp32",
-                 intensity: str | None = None, readout: str = "exact", read_ahead: int = 2):
+                 device: str | None = None, detector=None, decoder: str = "parallel",
+                 precision: str = DEFAULT_PRECISION, intensity: str | None = None, readout: str = "exact",
+                 read_ahead: int = 2):
         intensity = check_decoder_options(decoder, precision, intensity, readout)
         owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
@@ -132,7 +134,8 @@ class Predictor:
         if owned:
             self.model.merge_lora()
         self.batch_size = batch_size
-        self.decoder_name, self.precision, self.intensity, self.readout = decoder, precision, intensity, readout
+        self.precision = resolve_precision(precision, self.device)  # what "auto" became on this machine
+        self.decoder_name, self.intensity, self.readout = decoder, intensity, readout
         self.read_ahead = read_ahead  # chunks decoded and detected ahead of the readout (0: one after the other)
         self._detector = detector
         self._answers: AnswerDecoder | None = None

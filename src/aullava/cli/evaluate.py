@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES
 from aullava.cli.checks import (EXIT_OK, UsageError, check_input_file, check_model_dir, check_output_folder,
                                positive_int)
 
@@ -44,8 +45,9 @@ def add_commands(commands, common) -> None:
     evaluate.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
                           help="discrete and continuous values: the expected intensity on the format's grid (mean, "
                                "the default) or the digits the LLM wrote greedily")
-    evaluate.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                          help="the LLM's arithmetic: fp32, or bfloat16 autocast (as predict --precision)")
+    evaluate.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
+                          help="the LLM's arithmetic: auto (bf16 where native, else fp32; predict's default), fp32 "
+                               "or bf16")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)
     calibrate = commands.add_parser("calibrate", parents=[common],

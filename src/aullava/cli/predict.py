@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES
 from aullava.cli.checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, check_device, check_model_dir,
                                 check_output_folder, check_output_table, positive_int, positive_number, seconds,
                                 write_table)
@@ -35,8 +36,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
                          help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
                               "the digits the LLM wrote greedily")
-    predict.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                         help="the LLM's arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with AMX)")
+    predict.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
+                         help="the LLM's arithmetic: auto (default: bf16 where the CPU or GPU computes it natively, "
+                              "else fp32), fp32 or bf16 (autocast)")
     predict.add_argument("--readout", default="exact", choices=["exact", "one-pass"],
                          help="exact: the LLM's greedy answer and each value's probability given the greedy values "
                               "before it (default); one-pass: one pass, each value given 'all earlier AUs absent' "

@@ -25,13 +25,14 @@ from aullava.model.decoding.parallel import ParallelDecoder
 from aullava.model.decoding.readout import INTENSITY_READOUTS, Readout
 from aullava.model.decoding.sequential import generate_answers
 from aullava.model.decoding.vocabulary import answer_vocabulary, max_answer_tokens
+from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES, native_bf16, resolve_precision
 
 DECODERS = ("parallel", "sequential")
 READOUTS = ("exact", "one-pass")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 __all__ = ["AnswerConstraint", "AnswerDecoder", "AnswerGrammar", "DECODERS", "INTENSITY_READOUTS", "PRECISIONS",
-           "READOUTS",
+           "DEFAULT_PRECISION", "PRECISION_CHOICES", "READOUTS", "native_bf16", "resolve_precision",
            "ParallelDecoder", "Readout", "answer_vocabulary", "check_decoder_options", "generate_answers",
            "max_answer_tokens"]
 
@@ -49,8 +50,8 @@ def check_decoder_options(decoder: str, precision: str, intensity: str | None, r
         raise ValueError(f"unknown intensity readout {intensity!r}; expected {', '.join(INTENSITY_READOUTS)}")
     if intensity == "mean" and decoder != "parallel":
         raise ValueError("the mean intensity readout needs the parallel decoder's probabilities")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISION_CHOICES)}")
     return intensity
 
 
@@ -70,6 +71,7 @@ class AnswerDecoder:
     def __init__(self, model, au_set: AUSet | None = None, decoder: str = "parallel", precision: str = "fp32",
                  intensity: str | None = None, readout: str = "exact"):
         self.intensity = check_decoder_options(decoder, precision, intensity, readout)
+        precision = resolve_precision(precision, next(model.parameters()).device)
         self.model, self.decoder, self.precision, self.readout = model, decoder, precision, readout
         self.au_set = au_set or model.au_set
         self.parallel = ParallelDecoder(model, au_set=self.au_set, autocast_dtype=PRECISIONS[precision],
