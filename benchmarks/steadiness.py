@@ -27,23 +27,10 @@ import numpy as np
 TARGET_VARIANTS = ("noise ±1", "JPEG q95", "JPEG q85", "shift 0.25px", "shift 0.5px", "shift -3px", "shift +3px")
 
 
-def shifted(image: np.ndarray, dx: float) -> np.ndarray:
-    """The picture moved right by `dx` pixels (bilinear for fractions; edges repeated)."""
-    matrix = np.float32([[1, 0, dx], [0, 1, 0]])
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
-
-
 def variants(image: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    noise = np.clip(image.astype(np.int16) + rng.integers(-1, 2, image.shape), 0, 255).astype(np.uint8)
-    out = {"original": image, "noise ±1": noise}
+    from aullava.faces.perturb import jpeg, plus_minus_one, shifted
+
+    out = {"original": image, "noise ±1": plus_minus_one(image, np.random.default_rng(seed))}
     out.update({f"JPEG q{q}": jpeg(image, q) for q in (95, 85, 70)})
     out.update({f"shift {dx:g}px": shifted(image, dx) for dx in (0.25, 0.5)})
     out.update({f"shift {dx:+d}px": shifted(image, dx) for dx in (-6, -3, 3, 6)})

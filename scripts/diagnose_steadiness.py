@@ -24,7 +24,6 @@ import warnings
 from importlib.resources import files
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -34,18 +33,15 @@ CROP_CHANGES = ("noise ±1", "blur σ0.6", "JPEG q95", "JPEG q85", "crop moved 1
 
 def perturbed(image: np.ndarray, change: str, seed: int = 0) -> np.ndarray:
     """`image` (uint8 RGB) after one named change."""
+    from aullava.faces.perturb import blurred, jpeg, plus_minus_one, shifted
+
     if change == "noise ±1":
-        rng = np.random.default_rng(seed)
-        return np.clip(image.astype(np.int16) + rng.integers(-1, 2, image.shape), 0, 255).astype(np.uint8)
+        return plus_minus_one(image, np.random.default_rng(seed))
     if change == "blur σ0.6":
-        return cv2.GaussianBlur(image, (0, 0), 0.6)
+        return blurred(image, 0.6)
     if change.startswith("JPEG q"):
-        ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(change[6:])])
-        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
-    dx = float(change.split()[-1].removesuffix("px"))
-    matrix = np.float32([[1, 0, dx], [0, 1, 0]])
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+        return jpeg(image, int(change[6:]))
+    return shifted(image, float(change.split()[-1].removesuffix("px")))
 
 
 def pictures(faces_dir: Path | None, count: int, detector) -> list[tuple[np.ndarray, object]]:

@@ -8,8 +8,7 @@ started from). Its synthetic warps are resampled images, so resampling texture c
 *every* training crop by a random sub-pixel affine map, and compressing, blurring and adding noise to them, takes
 that cue away and makes those changes carry no label.
 
-Crops are the cache's aligned uint8 (S, S, 3) faces; the perturbations keep their size. OpenCV does the work
-(the same cv2 the detector uses).
+Crops are the cache's aligned uint8 (S, S, 3) faces; the perturbations (`aullava.faces.perturb`) keep their size.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from aullava.faces.perturb import affine, blurred, jpeg, noisy
 from aullava.model.config import check_keys
 
 
@@ -77,24 +76,17 @@ class AugmentConfig:
 def perturb(crop: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One random perturbation of a uint8 (S, S, 3) crop, as a new uint8 array of the same shape."""
     image = np.ascontiguousarray(crop)
-    size = image.shape[0]
     if rng.random() < config.p_affine:
         angle = rng.uniform(-config.rotate_deg, config.rotate_deg)
         zoom = 1.0 + rng.uniform(-config.scale, config.scale)
-        matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), angle, zoom)
-        matrix[:, 2] += rng.uniform(-config.shift_px, config.shift_px, size=2)
-        image = cv2.warpAffine(image, matrix, (image.shape[1], size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT_101)
+        dx, dy = rng.uniform(-config.shift_px, config.shift_px, size=2)
+        image = affine(image, dx, dy, zoom, angle)
     if rng.random() < config.p_blur:
-        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*config.blur_sigma))
+        image = blurred(image, rng.uniform(*config.blur_sigma))
     if rng.random() < config.p_noise:
-        noisy = image.astype(np.float32) + rng.normal(0.0, rng.uniform(*config.noise_grey), image.shape)
-        image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        image = noisy(image, rng.uniform(*config.noise_grey), rng)
     if rng.random() < config.p_jpeg:
-        quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
-        ok, encoded = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            image = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1])
+        image = jpeg(image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
     return image
 
 
