@@ -29,34 +29,51 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def number_option(kind: type, expected: str, ok, rule: str):
+    """An argparse `type=`: the text parsed as `kind` (int or float), finite and `ok`, else one line saying what
+    was expected (`expected` when it does not parse, `rule` when it is out of range)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    convert.__name__ = expected  # argparse names the type in some messages
+    return convert
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
-    return value
+positive_int = number_option(int, "a whole number >= 1", lambda v: v >= 1, ">= 1")
+seconds = number_option(float, "a number of seconds", lambda v: v >= 0, "a number of seconds >= 0")
+positive_number = number_option(float, "a number > 0", lambda v: v > 0, "> 0")
+port = number_option(int, "a port number 1-65535", lambda v: 1 <= v <= 65535, "a port number 1-65535")
+megabytes = number_option(float, "a size in MB such as 20", lambda v: v > 0, "> 0")
 
 
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def answer_options() -> argparse.ArgumentParser:
+    """The options of how answers are read out, shared by `predict` and `eval` (a parent parser)."""
+    from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES
+
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
+                        help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
+                             "the digits the LLM wrote greedily")
+    parent.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
+                        help="the LLM's arithmetic: auto (default: bf16 where the CPU or GPU computes it natively, "
+                             "else fp32), fp32 or bf16 (autocast)")
+    return parent
+
+
+def dataset_readout_options() -> argparse.ArgumentParser:
+    """How a labelled dataset is read out by the model, shared by `eval` and `calibrate` (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
+    parent.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
+    parent.add_argument("--batch-size", type=positive_int, default=8, help="faces per LLM batch")
+    parent.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parent
 
 
 def closest(name: str, valid) -> str:

@@ -9,13 +9,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES
-from aullava.cli.checks import (EXIT_OK, UsageError, check_input_file, check_model_dir, check_output_folder,
-                               positive_int)
+from aullava.cli.checks import (EXIT_OK, UsageError, answer_options, check_input_file, check_model_dir,
+                               check_output_folder, dataset_readout_options, positive_int)
 
 
 def add_commands(commands, common) -> None:
-    evaluate = commands.add_parser("eval", parents=[common],
+    evaluate = commands.add_parser("eval", parents=[common, answer_options(), dataset_readout_options()],
         help="per-AU F1/MAE/ICC/PCC of a model or a predictions CSV on a dataset",
                                    description=(
         "Evaluates a model (or another tool's predictions: OpenFace AU01_c/AU01_r, py-feat AU01) on one dataset "
@@ -39,18 +38,8 @@ def add_commands(commands, common) -> None:
                                "(extra rows of the same tables)")
     evaluate.add_argument("--formats", nargs="+", choices=["binary", "discrete", "continuous"])
     evaluate.add_argument("--out", required=True, help="folder for metrics.json, report.md and PNG charts")
-    evaluate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
-    evaluate.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
-    evaluate.add_argument("--batch-size", type=positive_int, default=8)
-    evaluate.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
-                          help="discrete and continuous values: the expected intensity on the format's grid (mean, "
-                               "the default) or the digits the LLM wrote greedily")
-    evaluate.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
-                          help="the LLM's arithmetic: auto (bf16 where native, else fp32; predict's default), fp32 "
-                               "or bf16")
-    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)
-    calibrate = commands.add_parser("calibrate", parents=[common],
+    calibrate = commands.add_parser("calibrate", parents=[common, dataset_readout_options()],
         help="calibrate a model's p(present) on held-out labelled faces (Platt scaling)", description=(
         "Reads the model's binary p(present) on a held-out dataset spec and fits a temperature T and a log-odds "
         "shift b (p = sigmoid(logit / T + b), minimising log-loss), written as probability_temperature.binary and "
@@ -65,10 +54,6 @@ def add_commands(commands, common) -> None:
                            help="update MODEL/config.json itself (the previous one kept as config.json.bak)")
     calibrate.add_argument("--limit", type=positive_int, help="use a seeded random subset of at most N frames")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
-    calibrate.add_argument("--crop-cache", help="face-crop cache folder (default: $AULLAVA_HOME/crops)")
-    calibrate.add_argument("--workers", type=positive_int, default=1, help="processes for face cropping")
-    calibrate.add_argument("--batch-size", type=positive_int, default=8)
-    calibrate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     calibrate.set_defaults(func=_calibrate)
 
 

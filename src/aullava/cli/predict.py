@@ -10,15 +10,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from aullava.model.precision import DEFAULT_PRECISION, PRECISION_CHOICES
-from aullava.cli.checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, check_device, check_model_dir,
+from aullava.cli.checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, answer_options, check_device, check_model_dir,
                                 check_output_folder, check_output_table, positive_int, positive_number, seconds,
                                 write_table)
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
     """Adds `predict` and `merge-shards` to the `aullava` sub-command parsers."""
-    predict = commands.add_parser("predict", parents=[common],
+    predict = commands.add_parser("predict", parents=[common, answer_options()],
         help="AU vectors for faces in images and videos", description=(
         "Detects every face in the given images and videos (files or folders), and gives the AU vector of each "
         "face in each format: one row per face per photo, and per face per analysed frame of a video (with its "
@@ -33,12 +32,6 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                          "processes one shard per process, joined by rank 0")
     predict.add_argument("--batch-size", type=positive_int, default=8, help="faces×formats per LLM batch")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    predict.add_argument("--intensity", default="mean", choices=["mean", "greedy"],
-                         help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
-                              "the digits the LLM wrote greedily")
-    predict.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
-                         help="the LLM's arithmetic: auto (default: bf16 where the CPU or GPU computes it natively, "
-                              "else fp32), fp32 or bf16 (autocast)")
     predict.add_argument("--readout", default="exact", choices=["exact", "one-pass"],
                          help="exact: the LLM's greedy answer and each value's probability given the greedy values "
                               "before it (default); one-pass: one pass, each value given 'all earlier AUs absent' "

@@ -8,7 +8,8 @@ import socket
 import sys
 import warnings
 
-from aullava.cli.checks import EXIT_OK, UsageError, check_device, check_model_dir
+from aullava.cli.checks import (EXIT_OK, UsageError, check_device, check_model_dir, megabytes, port, positive_int,
+                               positive_number)
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -22,55 +23,15 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--model", help="checkpoint directory (default: the shipped default model)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this computer only; the server has no login)")
-    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
-    serve.add_argument("--max-upload-mb", type=_megabytes, default=20.0,
+    serve.add_argument("--port", type=port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--max-upload-mb", type=megabytes, default=20.0,
                        help="largest upload accepted, in MB (default 20); larger ones get HTTP 413")
-    serve.add_argument("--max-video-seconds", type=_positive_float, default=60.0,
+    serve.add_argument("--max-video-seconds", type=positive_number, default=60.0,
                        help="longest video accepted, in seconds (default 60); longer ones get HTTP 413")
-    serve.add_argument("--max-video-frames", type=_positive_int, default=900,
+    serve.add_argument("--max-video-frames", type=positive_int, default=900,
                        help="most frames a video may have (default 900: 30 s at 30 fps); more get HTTP 413")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     serve.set_defaults(func=serve_command)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 60, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number such as 900, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return value
-
-
-def _megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in MB such as 20, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def check_listen(host: str, port: int) -> None:

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from aullava.au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
-from aullava.datasets.labels import (LabelledFrames, derive_formats, listdir_set, make_frames, read_csv_rows, relative_name,
-                     to_number)
+from aullava.datasets.labels import (LabelledFrames, comma_lines, derive_formats, listdir_set, make_frames,
+                                     read_csv_rows, relative_name, to_number)
 
 __all__ = ["read_bp4d"]
 
@@ -121,28 +121,23 @@ def _intensity_dirs(labels_root: Path, au_set: AUSet) -> dict[int, Path]:
 
 def _read_intensity(path: Path, rel: str, problems: list[str]) -> dict[int, float]:
     out: dict[int, float] = {}
-    with open(path, encoding="utf-8-sig") as fh:
-        for n, raw in enumerate(fh, start=1):
-            text = raw.strip()
-            if not text:
+    for n, text, parts in comma_lines(path):
+        try:
+            frame, value = int(parts[0]), to_number(parts[1]) if len(parts) == 2 else None
+        except ValueError:
+            if not out and n == 1:  # a header line
                 continue
-            parts = [p.strip() for p in text.split(",")]
-            try:
-                frame, value = int(parts[0]), to_number(parts[1]) if len(parts) == 2 else None
-            except ValueError:
-                if not out and n == 1:  # a header line
-                    continue
-                raise ValueError(f"{path} line {n}: {text!r} is not frame,intensity") from None
-            if value is None:
-                raise ValueError(f"{path} line {n}: {text!r} is not frame,intensity")
-            if frame in out:
-                raise ValueError(f"{path} line {n}: frame {frame} appears twice")
-            if value == NOT_CODED or np.isnan(value):
-                out[frame] = np.nan
-            elif value in (0, 1, 2, 3, 4, 5):
-                out[frame] = float(value)
-            else:
-                raise ValueError(f"{path} line {n}: intensity {parts[1]!r} is not an integer 0-5 or 9 (unknown)")
+            raise ValueError(f"{path} line {n}: {text!r} is not frame,intensity") from None
+        if value is None:
+            raise ValueError(f"{path} line {n}: {text!r} is not frame,intensity")
+        if frame in out:
+            raise ValueError(f"{path} line {n}: frame {frame} appears twice")
+        if value == NOT_CODED or np.isnan(value):
+            out[frame] = np.nan
+        elif value in (0, 1, 2, 3, 4, 5):
+            out[frame] = float(value)
+        else:
+            raise ValueError(f"{path} line {n}: intensity {parts[1]!r} is not an integer 0-5 or 9 (unknown)")
     return out
 
 

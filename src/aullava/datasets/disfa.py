@@ -33,7 +33,8 @@ import numpy as np
 
 from aullava.au_catalogue import AUSet, au_set as resolve_au_set
 from aullava.faces.images import InputError
-from aullava.datasets.labels import DISFA_OCCURRENCE_THRESHOLD, LabelledFrames, derive_formats, make_frames, relative_name
+from aullava.datasets.labels import (DISFA_OCCURRENCE_THRESHOLD, LabelledFrames, comma_lines, derive_formats,
+                                     make_frames, relative_name)
 
 __all__ = ["CAMERA_FOLDERS", "read_disfa"]
 
@@ -57,29 +58,24 @@ def _read_au_file(path: Path, rel: str, problems: list[str]) -> dict[int, float]
     """0-based frame -> intensity; bad lines are noted and skipped."""
     out: dict[int, float] = {}
     first_line: dict[int, int] = {}
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        for n, raw in enumerate(fh, start=1):
-            text = raw.strip()
-            if not text:
-                continue
-            parts = [p.strip() for p in text.split(",")]
-            try:
-                if len(parts) != 2:
-                    raise ValueError
-                frame, value = int(parts[0]), float(parts[1])
-            except ValueError:
-                problems.append(f"{rel} line {n}: {text!r} is not frame,intensity; line skipped")
-                continue
-            if frame < 1:
-                problems.append(f"{rel} line {n}: frame {frame} < 1 (frames are numbered from 1); line skipped")
-            elif not (0 <= value <= 5 and value == int(value)):
-                problems.append(f"{rel} line {n}: intensity {parts[1]!r} is not an integer 0-5; line skipped")
-            elif frame - 1 in out:
-                problems.append(f"{rel} line {n}: frame {frame} already labelled on line {first_line[frame - 1]}; "
-                                "line skipped")
-            else:
-                out[frame - 1] = value
-                first_line[frame - 1] = n
+    for n, text, parts in comma_lines(path, errors="replace"):
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            frame, value = int(parts[0]), float(parts[1])
+        except ValueError:
+            problems.append(f"{rel} line {n}: {text!r} is not frame,intensity; line skipped")
+            continue
+        if frame < 1:
+            problems.append(f"{rel} line {n}: frame {frame} < 1 (frames are numbered from 1); line skipped")
+        elif not (0 <= value <= 5 and value == int(value)):
+            problems.append(f"{rel} line {n}: intensity {parts[1]!r} is not an integer 0-5; line skipped")
+        elif frame - 1 in out:
+            problems.append(f"{rel} line {n}: frame {frame} already labelled on line {first_line[frame - 1]}; "
+                            "line skipped")
+        else:
+            out[frame - 1] = value
+            first_line[frame - 1] = n
     return out
 
 

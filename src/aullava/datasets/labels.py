@@ -234,6 +234,16 @@ def read_csv_rows(path: Path) -> tuple[list[list[str]], list[int]]:
     return rows, lines
 
 
+def comma_lines(path: Path, errors: str = "strict"):
+    """(line number, stripped text, comma-separated fields) of every non-empty line: the per-frame label files of
+    BP4D and DISFA (`frame,value` lines) are read through it."""
+    with open(path, encoding="utf-8-sig", errors=errors) as fh:
+        for n, raw in enumerate(fh, start=1):
+            text = raw.strip()
+            if text:
+                yield n, text, [p.strip() for p in text.split(",")]
+
+
 def to_number(text: str) -> float:
     """A cell as float; empty / "nan" / "NA" -> NaN; anything else non-numeric raises ValueError."""
     t = text.strip()

@@ -62,8 +62,9 @@ FORMAT_METRICS: dict[str, tuple[str, ...]] = {
 # ------------------------------------------------------------------------------------------ metrics
 
 
-def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    """Both as float arrays, restricted to the rows where both are finite (the NaN-masking rule)."""
+def finite_pairs(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float arrays, restricted to the rows where both are finite (the NaN-masking rule every metric and
+    probability score of `aullava.eval` follows)."""
     t = np.asarray(y_true, dtype=float).ravel()
     p = np.asarray(y_pred, dtype=float).ravel()
     if t.shape != p.shape:
@@ -81,7 +82,7 @@ def _binary(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def f1_score(y_true, y_pred) -> float:
     """F1 of the positive class (AU present). 0 when there is no true positive; NaN when no row is usable."""
-    t, p = _pair(y_true, y_pred)
+    t, p = finite_pairs(y_true, y_pred)
     if t.size == 0:
         return float("nan")
     t, p = _binary(t, p)
@@ -93,7 +94,7 @@ def f1_score(y_true, y_pred) -> float:
 
 def accuracy(y_true, y_pred) -> float:
     """Share of rows where the occurrence is right; NaN when no row is usable."""
-    t, p = _pair(y_true, y_pred)
+    t, p = finite_pairs(y_true, y_pred)
     if t.size == 0:
         return float("nan")
     t, p = _binary(t, p)
@@ -102,13 +103,13 @@ def accuracy(y_true, y_pred) -> float:
 
 def mae(y_true, y_pred) -> float:
     """Mean absolute error; NaN when no row is usable."""
-    t, p = _pair(y_true, y_pred)
+    t, p = finite_pairs(y_true, y_pred)
     return float(np.mean(np.abs(t - p))) if t.size else float("nan")
 
 
 def pcc(y_true, y_pred) -> float:
     """Pearson correlation; NaN with fewer than 2 rows or when either side is constant (r is undefined)."""
-    t, p = _pair(y_true, y_pred)
+    t, p = finite_pairs(y_true, y_pred)
     if t.size < 2:
         return float("nan")
     dt, dp = t - t.mean(), p - p.mean()
@@ -145,7 +146,7 @@ def icc_3_1(ratings) -> float:
 
 def icc(y_true, y_pred) -> float:
     """ICC(3,1) between ground truth and prediction (the two "raters"), NaN-masked like the other metrics."""
-    t, p = _pair(y_true, y_pred)
+    t, p = finite_pairs(y_true, y_pred)
     return icc_3_1(np.column_stack([t, p]))
 
 
@@ -166,7 +167,7 @@ def au_metrics(truth: dict[str, Any], predictions: dict[str, Any], fmt: str | An
     names = format_metrics(fmt)
     per_au: dict[str, dict[str, float]] = {}
     for au, t in truth.items():
-        tt, pp = _pair(t, predictions[au])
+        tt, pp = finite_pairs(t, predictions[au])
         row = {m: _METRIC_FUNCS[m](tt, pp) for m in names}
         row["n"] = int(tt.size)
         per_au[au] = row

@@ -18,19 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from aullava.eval.metrics import finite_pairs as _pair
+
 __all__ = ["roc_auc", "expected_calibration_error", "reliability_bins", "fit_temperature", "apply_temperature",
            "fit_platt", "fit_binary_calibration", "plot_reliability"]
 
 _EPS = 1e-6
-
-
-def _pair(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(y_true, dtype=float).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    if t.shape != s.shape:
-        raise ValueError(f"truth and scores differ in length: {t.size} vs {s.size}")
-    keep = np.isfinite(t) & np.isfinite(s)
-    return t[keep], s[keep]
 
 
 def roc_auc(y_true, scores) -> float:
