@@ -139,9 +139,7 @@ class Service:
 
     def predict_image(self, data: bytes, suffix: str, name: str, formats: list[str],
                       cancelled: threading.Event | None = None) -> tuple[int, dict]:
-        with tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(data)
+        with _upload(data, suffix) as path:
             try:
                 width, height = load_image_and_size(path)[1]  # the picture's size: what the face boxes refer to
             except InputError as err:
@@ -150,10 +148,8 @@ class Service:
                 if cancelled is not None and cancelled.is_set():
                     raise Cancelled
                 result = self.predictor.predict([path], formats)[0]
-            table = to_dataframe([result], self.predictor.model.au_set, formats)
-        table["file"] = name
+            table = _as_uploaded(to_dataframe([result], self.predictor.model.au_set, formats), path, name)
         error = result.error.replace(str(path), name) if result.error else None
-        table["error"] = table["error"].map(lambda e: e.replace(str(path), name) if isinstance(e, str) else e)
         faces = [{"face": f.face, "box": list(f.box), "values": {k: _finite(v) for k, v in f.values.items()},
                   "expected": {k: _finite(v) for k, v in f.expected.items()}, "texts": f.texts}
                  for f in result.faces]
@@ -165,9 +161,7 @@ class Service:
                       cancelled: threading.Event | None = None) -> tuple[int, dict]:
         from aullava.faces.video_frames import probe_video
 
-        with tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(data)
+        with _upload(data, suffix) as path:
             try:
                 info = probe_video(path)
             except InputError as err:
@@ -193,14 +187,28 @@ class Service:
                     parts += part
             finally:
                 chunks.close()
-        table = to_dataframe(parts, self.predictor.model.au_set, formats)
-        table["file"] = name
-        if "error" in table.columns:
-            table["error"] = table["error"].map(lambda e: e.replace(str(path), name) if isinstance(e, str) else e)
+        table = _as_uploaded(to_dataframe(parts, self.predictor.model.au_set, formats), path, name)
         if len(parts) == 1 and parts[0].error and parts[0].frame is None:
             return 422, {"error": table["error"].iloc[0]}
         return 200, {"file": name, "kind": "video", "formats": formats, "aus": list(self.predictor.model.au_set.ids),
                      "columns": list(table.columns), "rows": json.loads(table.to_json(orient="records"))}
+
+
+@contextlib.contextmanager
+def _upload(data: bytes, suffix: str):
+    """The uploaded bytes as a file in a temporary folder, for the length of the request."""
+    with tempfile.TemporaryDirectory(prefix="aullava-serve-") as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        yield path
+
+
+def _as_uploaded(table, path: Path, name: str):
+    """The table's rows named as the client named the file (never the server's temporary path)."""
+    table["file"] = name
+    if "error" in table.columns:
+        table["error"] = table["error"].map(lambda e: e.replace(str(path), name) if isinstance(e, str) else e)
+    return table
 
 
 async def _run_watched(request: Request, work, *args):

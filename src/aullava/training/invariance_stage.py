@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from aullava.training.augment import AugmentConfig, perturb
+from aullava.training.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +81,18 @@ def train_invariance(model, dataset: Dataset, config: AugmentConfig, steps: int,
     if len(loader) == 0:
         raise ValueError(f"vision_stage.invariance needs at least batch_size={batch_size} samples, "
                          f"the dataset has {len(dataset)}")
-    from tqdm import tqdm
+    def step(batch) -> float:
+        clean, perturbed = batch
+        with torch.no_grad():
+            target = image_tokens(model, clean, teacher_encoder, teacher_projector)
+        loss = (relative_distance(image_tokens(model, perturbed), target) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return loss.item()
 
     model.vision_encoder.train()
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc="invariance", unit="step")
-    while len(losses) < steps:
-        for clean, perturbed in loader:
-            with torch.no_grad():
-                target = image_tokens(model, clean, teacher_encoder, teacher_projector)
-            loss = (relative_distance(image_tokens(model, perturbed), target) ** 2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            if len(losses) % log_every == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-                log.info("invariance step %d: loss %.4f", len(losses), np.mean(losses[-log_every:]))
-            if len(losses) >= steps:
-                break
-    bar.close()
+    losses = run_steps(loader, steps, step, [], "invariance", log_every)
     model.vision_encoder.eval()
     return losses

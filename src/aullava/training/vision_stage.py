@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from aullava.answer_format import AnswerFormat
+from aullava.training.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -120,29 +121,25 @@ def warm_up_vision(model, dataset: Dataset, steps: int, batch_size: int = 32, le
     if len(loader) == 0:
         raise ValueError(f"vision warm-up needs at least batch_size={batch_size} samples, "
                          f"the dataset has {len(dataset)}")
-    model.vision_encoder.train()
-    from tqdm import tqdm
+    def step(batch) -> float:
+        images, shapes, targets, mask = batch
+        visual = model.face_tokens(images, shapes if geometry else None)
+        error = (head(visual) - targets) ** 2 * mask
+        loss = error.sum() / mask.sum().clamp(min=1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        step.last = images, shapes  # the last batch: what the tokens are rescaled on
+        return loss.item()
 
-    bar = tqdm(total=steps, initial=len(losses), desc="vision warm-up", unit="step")
-    while len(losses) < steps:
-        for images, shapes, targets, mask in loader:
-            visual = model.face_tokens(images, shapes if geometry else None)
-            error = (head(visual) - targets) ** 2 * mask
-            loss = error.sum() / mask.sum().clamp(min=1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            if len(losses) % log_every == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-                log.info("vision warm-up step %d: loss %.4f", len(losses), np.mean(losses[-log_every:]))
-            if progress_dir is not None and save and len(losses) % save_every == 0 and len(losses) < steps:
-                _save_progress(progress_dir, model, head, optimizer, schedule, losses)
-            if len(losses) >= steps:
-                break
-    bar.close()
+    def save_now(done: int) -> None:
+        if progress_dir is not None and save and done % save_every == 0 and done < steps:
+            _save_progress(progress_dir, model, head, optimizer, schedule, losses)
+
+    model.vision_encoder.train()
+    run_steps(loader, steps, step, losses, "vision warm-up", log_every, save_now)
+    images, shapes = getattr(step, "last", None) or next(iter(loader))[:2]  # (a run resumed at its end: any batch)
     model.vision_encoder.eval()
     with torch.no_grad():
         match_embedding_scale(model, images)
