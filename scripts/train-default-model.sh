@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Builds the default model from what is available offline: synthetic warps with exact labels, teacher-labelled real
-# photos, CPU training, calibration, held-out evaluation next to the MediaPipe baseline, and packaging into the
-# package resources. The shipped recipe (configs/default-model.yaml, v4) starts from the previous default model
-# (models/default-model-v2-3k): data ~5 min, crops ~2 min, invariance stage ~10 min, LLM stage 1,800 steps ~60 min,
-# calibration + evaluation ~8 min on 2 idle CPU cores (run nothing else meanwhile: two torch processes on 2 cores
-# slow each other several-fold). RECIPE=configs/experiments/<arm>.yaml trains an arm of configs/experiments/ instead
-# (into its own folder, not packaged): default-model-v2-scratch.yaml the v2 model from scratch (vision warm-up + LLM
-# stage, ~2.5 h), default-model-v3.yaml the v3-data arm (it builds the v3 data too). Every arm is evaluated on the
-# same held-out faces (the v2 data's held-out manifests).
+# photos, CPU training (vision warm-up, then the LLM stage), calibration, held-out evaluation next to the MediaPipe
+# baseline, and packaging into the package resources. About 2–2.5 h on 2 idle CPU cores for configs/default-model.yaml
+# (run nothing else meanwhile: two torch processes on 2 cores slow each other several-fold).
+# RECIPE=configs/experiments/<arm>.yaml trains an arm instead (into its own folder, not packaged), e.g.
+# default-model-v4.yaml (prompt v3 + steadiness, from models/default-model-v2-3k: ~80 min) or default-model-v3.yaml
+# (it builds the v3 data too). Every arm is evaluated on the same held-out faces (the v2 data's held-out manifests).
 # Every step is resumable: re-running skips finished work (synth outputs, cached crops, the last checkpoint).
 #   bash scripts/train-default-model.sh [path/to/faces/index.csv]
 set -euo pipefail

@@ -5,11 +5,11 @@ face and on 20 photos of the shared face collection (file names relative to it; 
 Reuse: `load_recording()` gives the recorded dict; `answers_of(predictor, files)` gives the same structure for the
 code under test, so a test compares the two with `==` (texts exactly, values exactly: they parse from the texts).
 
-Two recordings: the shipped default model's, and the v2-3k model's (`models/default-model-v2-3k`, the default model
-of 2026-12-03 and the last of the v2 prompt template: old checkpoints keep loading and answering as they did).
+The shipped default model is of the v2 prompt template: this recording, made before the v3 layout existed, also
+shows that old checkpoints keep loading and answering as they did.
 
 Regenerate only on purpose (that model or its prompt changed):
-    .venv/bin/python tests/recorded_answers.py --write [default|v2-3k]
+    .venv/bin/python tests/recorded_answers.py --write [default]
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 RECORDINGS = {  # name → (model directory, None for the shipped default; its recording)
     "default": (None, Path(__file__).parent / "data" / "default_model_answers.json"),
-    "v2-3k": (REPO / "models" / "default-model-v2-3k", Path(__file__).parent / "data" / "v2_3k_model_answers.json"),
 }
 FACES_DIR = Path(os.environ.get("AULLAVA_SHARED_FACES", "/work/shared/faces"))
 NUM_PHOTOS = 20

@@ -264,3 +264,9 @@ def test_calibrate_writes_a_temperature_that_changes_probabilities_not_answers(d
     pd.testing.assert_frame_equal(after[c_cols], before[c_cols])  # the answers stay
     np.testing.assert_allclose(after[p_cols].to_numpy(), apply_temperature(before[p_cols].to_numpy(), temperature, bias),
                                atol=1e-5)
+    # --in-place, with the model named by a relative path: its own config.json, the previous one kept beside it
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--data", str(spec), "--model", "model", "--crop-cache", str(tmp_path / "crops"),
+                 "--in-place", "-q"]) == 0
+    assert (model_dir / "config.json.bak").read_bytes() == source_config
+    assert json.loads((model_dir / "config.json").read_text())["probability_bias"]["binary"] == pytest.approx(bias)

@@ -61,8 +61,8 @@ def answer_options() -> argparse.ArgumentParser:
                         help="AU01_r and AU01_i: the expected intensity on the format's grid (mean, the default) or "
                              "the digits the LLM wrote greedily")
     parent.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
-                        help="the LLM's arithmetic: auto (default: bf16 where the CPU or GPU computes it natively, "
-                             "else fp32), fp32 or bf16 (autocast)")
+                        help="the LLM's arithmetic: fp32 (default), bf16 (autocast) or auto (bf16 where the CPU or "
+                             "GPU computes it natively, else fp32)")
     return parent
 
 

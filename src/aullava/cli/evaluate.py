@@ -171,7 +171,7 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"ECE {fit['ece_temperature_only']:.3f}). Held out (fitted on half the faces, measured on the other "
           f"{fit['heldout_pairs']} pairs): ECE {fit['heldout_ece_before']:.3f} → {fit['heldout_ece_after']:.3f}, "
           f"log-loss {fit['heldout_nll_before']:.3f} → {fit['heldout_nll_after']:.3f}")
-    source = Path(args.model)
+    source = Path(args.model).resolve()
     if target != source:
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint-*", "vision-warmup*"))
     config_path = target / "config.json"

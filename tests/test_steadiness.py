@@ -1,0 +1,45 @@
+"""Steadiness of a trained model: the v4 arm (`models/default-model-v4`, trained with the invariance stage and
+perturbed crops) answers the bundled example face the same under ±1 grey-level noise, a JPEG q95 re-save and a 3 px
+shift — every binary answer unchanged, every p(present) within ±0.10 (twice issue 29's ±.05 target, which it misses
+on AU1/AU2/AU6/AU14 by up to .02 on these variants) — while the v2-3k model, trained without them, moves by far more
+(p(AU9) .25 → .53 under the noise alone). `benchmarks/steadiness.py` prints the whole table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+MODELS = Path(__file__).resolve().parents[1] / "models"
+TOLERANCE = 0.10
+
+
+def _variants(image):
+    from aullava.faces.perturb import jpeg, plus_minus_one, shifted
+
+    return [image, plus_minus_one(image, np.random.default_rng(0)), jpeg(image, 95), shifted(image, 3),
+            shifted(image, -3)]
+
+
+def _answers(model_dir, astronaut_path):
+    from aullava.faces.images import load_image
+    from aullava.inference import Predictor
+
+    predictor = Predictor(model_dir, device="cpu", precision="fp32")
+    results = predictor.predict(_variants(load_image(astronaut_path)), formats=["binary"])
+    faces = [r.faces[0] for r in results]
+    return np.stack([f.values["binary"] for f in faces]), np.stack([f.expected["binary"] for f in faces])
+
+
+def test_a_model_trained_for_steadiness_keeps_its_answers_under_tiny_changes(astronaut_path):
+    values, p = _answers(MODELS / "default-model-v4", astronaut_path)
+    assert (values == values[0]).all()
+    assert np.abs(p - p[0]).max() <= TOLERANCE, np.round(p - p[0], 2)
+
+
+def test_the_model_trained_without_it_does_not(astronaut_path):
+    values, p = _answers(MODELS / "default-model-v2-3k", astronaut_path)
+    assert np.abs(p - p[0]).max() > 3 * TOLERANCE
+    assert not (values == values[0]).all()
