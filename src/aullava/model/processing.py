@@ -113,8 +113,7 @@ class AuLlavaProcessor:
         `share_prefix`: the text every row begins with (the description when the rows ask the same AU set) is sent
         once as `prefix_ids` and cut from the rows (see `AuLlavaModel.forward`)."""
         encoded = [self.encode_example(f["format"], f["values"], f.get("mask"), f.get("au_set")) for f in features]
-        prefix = common_prefix([self.prompt_ids(f["format"], f.get("au_set"))[0] for f in features]) \
-            if share_prefix else []
+        prefix = self._shared_prefix(features) if share_prefix else []
         if prefix:
             encoded = [{key: values[len(prefix):] for key, values in e.items()} for e in encoded]
         length = max(len(e["input_ids"]) for e in encoded)
@@ -142,6 +141,19 @@ class AuLlavaProcessor:
         if prefix:
             batch["prefix_ids"] = torch.tensor([prefix], dtype=torch.long)
         return batch
+
+    def _shared_prefix(self, features: list[dict[str, Any]]) -> list[int]:
+        """What every row's text begins with whatever the batch holds: the beginning common to all formats of the
+        rows' AU set (the description), or nothing when rows ask different AU sets. It must not depend on which
+        formats a batch happens to hold, or 2 processes × batch B would not train like 1 process × 2B (the shared
+        part runs without gradient)."""
+        sets = {(s.name, s.ids) for s in (f.get("au_set") or self.au_set for f in features)}
+        if len(sets) != 1:
+            return []
+        au_set = features[0].get("au_set") or self.au_set
+        from aullava.answer_format import ALL_FORMATS
+
+        return common_prefix([self.prompt_ids(fmt, au_set)[0] for fmt in ALL_FORMATS])
 
     def geometry_batch(self, vectors: Sequence) -> torch.Tensor:
         """Per-face geometry vectors → one float (B, FEATURE_SIZE) tensor; a face without one is an error (the
