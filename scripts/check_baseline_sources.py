@@ -40,11 +40,11 @@ def main() -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from aullava.answer_format import PRESENCE_THRESHOLD
-    from aullava.au_catalogue import normalize_au_id
+    from aullava.aus.answer_format import PRESENCE_THRESHOLD
+    from aullava.aus.catalogue import normalize_au_id
     from aullava.faces.detector import FaceDetector, largest_face
     from aullava.faces.images import load_image
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
     from aullava.teacher.labeler import Teacher
 
     set_verbose(False)

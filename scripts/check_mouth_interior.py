@@ -44,7 +44,7 @@ def main() -> int:
 
     from aullava.faces.detector import FaceDetector, align_face, largest_face
     from aullava.faces.images import load_image
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
     from aullava.synth.mesh_model import default_model
     from aullava.synth.mouth import INNER_LIP, MouthBank, mouth_opening, paint_mouth, scan_donor
     from aullava.synth.run import read_index

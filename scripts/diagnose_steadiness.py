@@ -90,7 +90,7 @@ def main() -> None:
     from aullava.faces.detector import FaceDetector, align_face, largest_face
     from aullava.inference import load_model
     from aullava.model.decoding import AnswerDecoder
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
 
     set_verbose(False)
     detector = FaceDetector()
@@ -125,13 +125,13 @@ def main() -> None:
                 if drafts is None:
                     out += [r["binary"].expected for r in decoder.decode(part, ["binary"])]
                 else:
-                    from aullava.answer_format import AnswerFormat
+                    from aullava.aus.answer_format import AnswerFormat
 
                     out += [r[AnswerFormat.BINARY].expected for r in decoder.parallel.decode(
                         part, ["binary"], drafts={AnswerFormat.BINARY: drafts[start:start + 16]})]
             return np.stack(out)
 
-        from aullava.answer_format import AnswerFormat
+        from aullava.aus.answer_format import AnswerFormat
 
         original = exact.decode(torch.from_numpy(crops), ["binary"])
         p0 = np.stack([r[AnswerFormat.BINARY].expected for r in original])

@@ -60,7 +60,7 @@ def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import roc_auc_score
 
-    from aullava.answer_format import PRESENCE_THRESHOLD
+    from aullava.aus.answer_format import PRESENCE_THRESHOLD
 
     auc, r = np.full(train_y.shape[1], np.nan), np.full(train_y.shape[1], np.nan)
     for j in range(train_y.shape[1]):
@@ -105,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     named = [m.split("=", 1) if "=" in m else [m, m] for m in args.models]
 
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
 
     set_verbose(False)
     import torch

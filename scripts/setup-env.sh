@@ -7,6 +7,15 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=${AULLAVA_VENV:-.venv}
 TORCH_SPEC=${AULLAVA_TORCH:-torch==2.13.0}
+# The test suite's live-page test drives real headless Chromium (Debian's chromium + chromium-driver); installed
+# here where apt can (root), otherwise that one test is skipped with its reason.
+if [ "${1:-}" = test ] && ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } \
+    || echo "note: chromium could not be installed; the live-page test will be skipped" >&2
+fi
 stamp="$VENV/.aullava-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${1:-}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from aullava.answer_format import (
+from aullava.aus.answer_format import (
     ALL_FORMATS,
     ANSWER_CHARS,
     AnswerFormat,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from aullava.au_catalogue import (
+from aullava.aus.catalogue import (
     ActionUnit,
     AUSet,
     action_unit,

@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_char_tokenizer
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, is_complete, is_valid_prefix, parse_answer
 from aullava.model.decoding import AnswerConstraint, answer_vocabulary, max_answer_tokens
 
 B, D, C = AnswerFormat.BINARY, AnswerFormat.DISCRETE, AnswerFormat.CONTINUOUS

@@ -14,8 +14,8 @@ import torch
 from conftest import tiny_model_config
 from test_parallel_decoding import compare, random_crops, tiny_model
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat
-from aullava.face_geometry import BLENDSHAPE_NAMES, FEATURE_SIZE, LANDMARK_FEATURES, geometry_features
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.faces.geometry_features import BLENDSHAPE_NAMES, FEATURE_SIZE, LANDMARK_FEATURES, geometry_features
 from aullava.model.config import AuLlavaConfig
 from aullava.model.modeling import GEOMETRY_NAME, AuLlavaModel
 

@@ -11,10 +11,13 @@ import aullava
 
 ROOT = Path(aullava.__file__).parent
 
-# part → parts it must never import (the data flows image → face → tokens → LLM → answer → table)
+ALL_PARTS = {"aus", "runtime", "faces", "model", "datasets", "synth", "teacher", "training", "eval", "inference",
+             "tables", "pictures", "serve", "cli", "llava"}
+# part → parts it must never import (the data flows image → face → tokens → LLM → answer → table). The model reads
+# the face's own definitions (faces.geometry_features: the geometry vector its optional stream takes).
 FORBIDDEN = {
-    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "faces", "datasets", "llava", "serve",
-              "pictures"},
+    "model": {"training", "eval", "synth", "teacher", "cli", "inference", "datasets", "llava", "serve", "pictures",
+              "tables"},
     "faces": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "serve", "pictures",
               "tables"},  # faces.video_frames (PyAV decoding) and faces.tracking (face ids) included
     "datasets": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "serve", "pictures"},
@@ -23,13 +26,9 @@ FORBIDDEN = {
     "training": {"eval", "synth", "teacher", "cli", "inference", "serve", "pictures"},
     "eval": {"training", "synth", "cli", "serve"},
     "inference": {"training", "eval", "synth", "teacher", "cli", "serve"},
-    "answer_format": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
-                      "serve", "pictures"},
-    "au_catalogue": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
-                     "serve", "pictures"},
-    # a face's geometry vector (numpy only): read by faces (crop cache), datasets, model and inference alike
-    "face_geometry": {"model", "faces", "datasets", "training", "eval", "synth", "teacher", "cli", "inference",
-                      "serve", "pictures", "llava"},
+    # the shared vocabulary and the machine: below every other part, importing none of them
+    "aus": ALL_PARTS - {"aus"},
+    "runtime": ALL_PARTS - {"runtime"},
     "pictures": {"training", "synth", "teacher", "cli", "serve"},  # reads tables and results, draws them
     "tables": {"model", "training", "eval", "synth", "teacher", "cli", "inference", "datasets", "llava", "serve",
                "pictures"},  # the predict table's columns and its streaming writer: below inference
@@ -65,6 +64,14 @@ def _imports() -> dict[str, set[str]]:
     return found
 
 
+def test_every_module_belongs_to_a_part():
+    """No loose module beside the folders: each one is a part of the drawing (docs/architecture.md)."""
+    loose = sorted(p.name for p in ROOT.glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+    assert not loose, f"modules outside every part: {loose}"
+    parts = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert parts == ALL_PARTS, f"parts without layering rules: {sorted(parts - ALL_PARTS)}"
+
+
 def test_imports_only_go_down():
     problems = []
     for module, targets in _imports().items():
@@ -96,7 +103,7 @@ def test_no_private_name_is_imported_across_modules():
 
 def test_the_layering_test_sees_the_imports():
     imports = _imports()
-    assert "aullava.model.modeling" in imports["aullava.inference"]
+    assert "aullava.model.modeling" in imports["aullava.inference.predictor"]
     assert any(t.startswith("aullava.model") for t in imports["aullava.training.recipe"])
 
 
@@ -106,5 +113,5 @@ def test_top_level_exports_are_lazy():
 
     code = ("import sys, aullava; assert 'torch' not in sys.modules, 'import aullava loaded torch'; "
             "from aullava import AuLlavaConfig, AuLlavaModel, AuLlavaProcessor, Predictor; "
-            "assert AuLlavaConfig().lora.r == 16 and Predictor.__module__ == 'aullava.inference'")
+            "assert AuLlavaConfig().lora.r == 16 and Predictor.__module__ == 'aullava.inference.predictor'")
     subprocess.run([sys.executable, "-c", code], check=True)

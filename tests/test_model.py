@@ -10,7 +10,7 @@ import torch
 
 from aullava.model.processing import common_prefix
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
 from aullava.datasets import PatternFaces
 from aullava.model.decoding.sequential import generate_answers
 from aullava.model.config import AuLlavaConfig
@@ -215,7 +215,7 @@ def test_shared_prefix_training_batch_gives_the_same_loss(tiny_model):
 
 
 def test_rows_asking_different_au_sets_are_not_shared(tiny_model):
-    from aullava.au_catalogue import au_set
+    from aullava.aus.catalogue import au_set
 
     data = PatternFaces(len(tiny_model.au_set), 2, tiny_model.vision_encoder.image_size)
     other = au_set(["AU1", "AU2"])

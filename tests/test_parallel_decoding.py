@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_char_tokenizer, tiny_model_config
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, parse_answer, serialize_answer
 from aullava.model.decoding import generate_answers
 from aullava.model.decoding.grammar import AnswerGrammar
 from aullava.model.decoding.parallel import ParallelDecoder
@@ -196,7 +196,7 @@ def test_grammar_allows_what_the_prefix_checker_allows(char_tokenizer_dir):
     """The memoised constraint agrees with `is_valid_prefix` on the texts of real answers."""
     from transformers import AutoTokenizer
 
-    from aullava.answer_format import is_valid_prefix, serialize_answer
+    from aullava.aus.answer_format import is_valid_prefix, serialize_answer
 
     tok = AutoTokenizer.from_pretrained(str(char_tokenizer_dir))
     rng = np.random.default_rng(1)
@@ -246,7 +246,7 @@ def test_prediction_table_has_answer_and_probability_columns(char_tokenizer_dir,
     answers = ["AU01_c", "AU12_c", "AU01_r", "AU12_r", "AU01_i", "AU12_i"]
     expected = ["AU01_p", "AU12_p", "AU01_r_mean", "AU12_r_mean", "AU01_i_mean", "AU12_i_mean"]
     head = ["file", "frame", "timestamp", "face", "face_id", "success", "confidence", "x0", "y0", "x1", "y1",
-            "pose_pitch", "pose_yaw", "pose_roll"]  # aullava.tables: one layout for photos and videos
+            "pose_pitch", "pose_yaw", "pose_roll", "gaze_angle_x", "gaze_angle_y"]  # aullava.tables: one layout for photos and videos
     assert list(table.columns) == [*head, *answers, *expected, "error"]
     assert len(table) == 2 and table["error"].isna().all()
     p = table[["AU01_p", "AU12_p"]].to_numpy()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.cli import main
 from aullava.cli.checks import write_table
 from aullava.inference import FaceResult, ImageResult, to_dataframe

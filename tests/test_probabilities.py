@@ -144,7 +144,7 @@ def _calibration_tables(faces: int, seed: int = 0, overconfidence: float = 3.0):
     """Labels drawn from known probabilities, and predictions that state them overconfidently (logit × k)."""
     import pandas as pd
 
-    from aullava.au_catalogue import au_set
+    from aullava.aus.catalogue import au_set
 
     aus = au_set(["AU1", "AU2", "AU4", "AU6"])
     rng = np.random.default_rng(seed)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
-from aullava.au_catalogue import AUSet, au_set, builtin_au_sets
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.aus.catalogue import AUSet, au_set, builtin_au_sets
 from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_V2, TEMPLATE_V3, TEMPLATE_VERSION, Prompt, build_prompt, describe_au_set, format_question
 
 SET_NAMES = sorted(builtin_au_sets())

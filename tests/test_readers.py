@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.datasets.bp4d import read_bp4d
 from aullava.datasets.disfa import read_disfa
 from aullava.datasets.feafa import read_feafa

@@ -96,7 +96,7 @@ def write_tiny_gguf(path: Path) -> Path:
 CONVERT = textwrap.dedent("""
     import hashlib, sys, time
     from pathlib import Path
-    from aullava.assets import gguf_llm_dir
+    from aullava.runtime.assets import gguf_llm_dir
 
     source, delay = Path(sys.argv[1]), float(sys.argv[2])
     data = source.read_bytes()

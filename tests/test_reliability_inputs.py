@@ -172,7 +172,7 @@ def test_start_past_the_end_of_a_video_is_a_failed_row_with_a_message(tiny_predi
 
 
 def test_merge_shards_refuses_shards_with_different_columns(tmp_path):
-    from aullava.distributed import ProcessInfo, merge_shards, shard_name
+    from aullava.inference.shards import ProcessInfo, merge_shards, shard_name
 
     (tmp_path / shard_name(ProcessInfo(0, 2))).write_text("file,face,AU01_c\na.jpg,0,1\n")
     (tmp_path / shard_name(ProcessInfo(1, 2))).write_text("file,face,AU01_c,AU01_p\nb.jpg,0,1,0.9\n")
@@ -185,7 +185,7 @@ def test_batch_invariance_alone_or_among_others_same_answers_and_probabilities(c
     values, probabilities equal to 1e-6 (the outside check found 12 faces alone vs in a batch of 48 identical)."""
     import torch
 
-    from aullava.answer_format import ALL_FORMATS
+    from aullava.aus.answer_format import ALL_FORMATS
     from aullava.model.decoding import AnswerDecoder
     from test_parallel_decoding import random_crops, tiny_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.datasets.labels import make_frames, merge
 from aullava.datasets.splits import (BP4D_PARTS, DISFA_PARTS, dataset_subjects, fold_subjects,
                                      seeded_subject_folds, split_frames)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aullava.synth import mesh_model
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.synth.mesh_model import AUMeshModel, map_displacement
 from aullava.synth.run import run_synth, split_identities
 from aullava.synth.sampling import neutral_check, sample_aus

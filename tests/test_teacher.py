@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from aullava.teacher import labeler as T
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.teacher.calibration import fit_monotone, pava
 from aullava.teacher.labeler import DEFAULT_AUS, MAPPING, Teacher, apply_monotone, load_calibration, raw_scores
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from aullava.answer_format import parse_answer
+from aullava.aus.answer_format import parse_answer
 from aullava.datasets import PatternFaces
 from aullava.model.decoding.sequential import generate_answers
 from aullava.model.config import AuLlavaConfig

@@ -74,8 +74,9 @@ def full_run(clip, tiny_checkpoint, tmp_path_factory):
 
 def test_one_row_per_face_per_frame_with_times_and_stable_ids(full_run, clip):
     table = pd.read_csv(full_run)
-    assert list(table.columns[:14]) == ["file", "frame", "timestamp", "face", "face_id", "success", "confidence",
-                                        "x0", "y0", "x1", "y1", "pose_pitch", "pose_yaw", "pose_roll"]
+    assert list(table.columns[:16]) == ["file", "frame", "timestamp", "face", "face_id", "success", "confidence",
+                                        "x0", "y0", "x1", "y1", "pose_pitch", "pose_yaw", "pose_roll",
+                                        "gaze_angle_x", "gaze_angle_y"]
     assert table.columns[-1] == "error" and table["error"].isna().all()
     assert (table["file"] == str(clip)).all() and (table["success"] == 1).all()
     per_frame = table.groupby("frame").size()
@@ -88,6 +89,7 @@ def test_one_row_per_face_per_frame_with_times_and_stable_ids(full_run, clip):
     assert set(newcomer["face_id"]) == {1} and newcomer["frame"].min() == ENTERS
     assert table["confidence"].between(0.5, 1).all()
     assert table[["pose_pitch", "pose_yaw", "pose_roll"]].abs().lt(90).all().all()
+    assert table[["gaze_angle_x", "gaze_angle_y"]].abs().lt(1.2).all().all()  # radians; NaN would fail
     assert table["AU01_c"].isin([0, 1]).all() and table["AU01_p"].between(0, 1).all()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from aullava.au_catalogue import au_set
+from aullava.aus.catalogue import au_set
 from aullava.datasets import PatternFaces
 from aullava.model.modeling import AuLlavaModel
 from aullava.training.recipe import VISION_STAGE_DIR, train

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Predictor": "aullava.inference",
+    "Predictor": "aullava.inference.predictor",
     "AuLlavaModel": "aullava.model.modeling",
     "AuLlavaConfig": "aullava.model.config",
     "AuLlavaProcessor": "aullava.model.processing",

@@ -17,7 +17,7 @@ import sys
 
 from aullava.cli import data, evaluate, export, info, plot, predict, serve, train
 from aullava.cli.checks import EXIT_SOME_FAILED, EXIT_USAGE, Parser, UsageError
-from aullava.quiet import set_verbose
+from aullava.runtime.quiet import set_verbose
 
 DEBUG_ENV = "AULLAVA_DEBUG"
 COMMANDS = (predict, plot, serve, train, evaluate, data, export, info)  # in the order `aullava --help` lists them
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     set_verbose(verbose)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from aullava.assets import AssetError, aullava_home, downloads_allowed
+    from aullava.runtime.assets import AssetError, aullava_home, downloads_allowed
 
     try:
         aullava_home()

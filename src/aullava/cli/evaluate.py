@@ -152,7 +152,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from aullava.eval.predictions import sample_frames
     from aullava.eval.probabilities import CalibrationRefused
     from aullava.eval.run import calibrate_model
-    from aullava.files import atomic_write
+    from aullava.runtime.files import atomic_write
 
     spec = load_eval_spec(args.data)
     ask = spec.pop("ask", "model")

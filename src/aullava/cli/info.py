@@ -17,7 +17,7 @@ def add_commands(commands, common) -> None:
 def _info(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
-    from aullava.assets import asset_report
+    from aullava.runtime.assets import asset_report
     from aullava.inference import default_model_dir
 
     for package in ("aullava", "torch", "transformers", "peft", "accelerate", "mediapipe", "safetensors"):

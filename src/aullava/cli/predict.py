@@ -1,5 +1,5 @@
 """`aullava predict` and `aullava merge-shards`: photos and videos → faces → AU answers → printed vectors and a table,
-in one process or split over several (torchrun / accelerate launch, see `aullava.distributed`). In one process the
+in one process or split over several (torchrun / accelerate launch, see `aullava.inference.shards`). In one process the
 table is written as it is produced (`aullava.tables.TableWriter`), so `--resume` can finish a killed run."""
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     extra.add_argument("--blendshapes", action="store_true", help="add MediaPipe's 52 blendshape scores (bs_*)")
     extra.add_argument("--landmarks", action="store_true",
                        help="add the 478 face-mesh landmarks (x_0…x_477, y_…, z_… in pixels)")
+    extra.add_argument("--baseline", choices=["person"], help="person: add each person's neutral-corrected "
+                       "columns (AU.._p_bc, AU.._c_bc, ...) beside the raw ones; a person is a face_id of a video, "
+                       "or the photos of one folder (see README, Per-person baseline)")
+    extra.add_argument("--baseline-percentile", type=float, default=10.0, metavar="P",
+                       help="the percentile of a person's scores taken as their neutral (default 10)")
     extra.add_argument("--overlay", metavar="DIR", help="draw face boxes, ids and AU bars: a PNG per photo and an "
                        "MP4 per video in DIR")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar; no table when --out is given")
@@ -79,19 +84,26 @@ def _check_options(args: argparse.Namespace, distributed: bool):
     if distributed and (args.resume or args.overlay):
         raise UsageError(f"{'--resume' if args.resume else '--overlay'}: works in one process, not under "
                          "torchrun / accelerate launch")
+    if distributed and args.baseline and args.out and (Path(args.out).is_dir() or args.out.endswith(("/", os.sep))):
+        raise UsageError("--baseline with a folder --out under several processes: the shards are joined later; "
+                         "give a table name as --out instead")
     if args.resume and args.overlay:
         raise UsageError("--overlay with --resume: an overlay video cannot be continued; draw overlays in a "
                          "separate run")
     if args.overlay:
         check_output_folder(args.overlay, "--overlay")
+    if args.baseline and not args.out:
+        raise UsageError("--baseline: adds corrected columns to the table; give --out")
+    if not 0 <= args.baseline_percentile < 100:
+        raise UsageError(f"--baseline-percentile {args.baseline_percentile:g}: must lie in [0, 100)")
     return FrameSelection(every=args.every, fps=args.fps, start=args.start, end=args.end)
 
 
 def predict_command(args: argparse.Namespace) -> int:
     """Under `torchrun` / `accelerate launch` every process takes one contiguous block of the inputs (see
-    `aullava.distributed`); rank 0 reports, writes the table and returns the exit code. `--out` naming a folder
+    `aullava.inference.shards`); rank 0 reports, writes the table and returns the exit code. `--out` naming a folder
     (an existing one, or a name ending in /) gets predictions.csv, or one shard per process."""
-    from aullava.distributed import MERGED_NAME, ProcessGroup, process_info, shard_bounds
+    from aullava.inference.shards import MERGED_NAME, ProcessGroup, process_info, shard_bounds
 
     info = process_info()
     folder_out = bool(args.out) and (Path(args.out).is_dir() or args.out.endswith(("/", os.sep)))
@@ -103,7 +115,7 @@ def predict_command(args: argparse.Namespace) -> int:
     check_model_dir(args.model)
     check_device(args.device)
     selection = _check_options(args, info.distributed)
-    from aullava.answer_format import ALL_FORMATS
+    from aullava.aus.answer_format import ALL_FORMATS
     from aullava.faces.images import iter_image_paths
 
     formats = args.formats or [f.value for f in ALL_FORMATS]
@@ -254,7 +266,7 @@ def run_identity(args, formats, model_dir: Path | None, config) -> dict:
 def _write_run_record(args, formats, out: Path, model) -> None:
     import json
 
-    from aullava.files import atomic_write
+    from aullava.runtime.files import atomic_write
     from aullava.inference import default_model_dir
 
     model_dir = Path(args.model) if args.model else default_model_dir()
@@ -303,6 +315,8 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
             overlay.close()
     if writer is not None:
         writer.close()
+        if args.baseline:
+            _add_baseline(args, out, out_format)
         print(f"wrote {writer.rows} rows to {out}", file=sys.stderr)
     if overlay is not None:
         print(f"wrote {len(overlay.written)} overlay file(s) to {args.overlay}", file=sys.stderr)
@@ -316,8 +330,25 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
     return EXIT_SOME_FAILED if failed or empty else EXIT_OK
 
 
+def _add_baseline(args, out: Path, out_format: str) -> None:
+    """`--baseline person`: the finished table gets the person-corrected columns (`aullava.tables.baseline`)."""
+    from aullava.tables import read_table, rewrite
+    from aullava.tables.baseline import with_person_baseline
+
+    table, notes = with_person_baseline(read_table(out, out_format), percentile=args.baseline_percentile)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    rewrite(out, out_format, table)
+
+
 def _write_table(results, au_set, formats, out: Path, out_format: str, args) -> None:
     table = _table(results, au_set, formats, args)
+    if args.baseline:
+        from aullava.tables.baseline import with_person_baseline
+
+        table, notes = with_person_baseline(table, percentile=args.baseline_percentile)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, str(out), out_format)
     print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
@@ -326,7 +357,7 @@ def _write_table(results, au_set, formats, out: Path, out_format: str, args) -> 
 def _write_shard(results, au_set, formats, out: Path, info, group, args) -> None:
     """`--out DIR/` under several processes: each writes DIR/part-RRRRR-of-WWWWW.csv, and rank 0 joins them into
     DIR/predictions.csv when it can see them all (a shared file system), else says how."""
-    from aullava.distributed import MERGED_NAME, merge_shards, shard_name
+    from aullava.inference.shards import MERGED_NAME, merge_shards, shard_name
 
     out.mkdir(parents=True, exist_ok=True)
     _table(results, au_set, formats, args).to_csv(out / shard_name(info), index=False)
@@ -344,7 +375,7 @@ def _write_shard(results, au_set, formats, out: Path, info, group, args) -> None
 
 
 def merge_shards_command(args: argparse.Namespace) -> int:
-    from aullava.distributed import MERGED_NAME, merge_shards
+    from aullava.inference.shards import MERGED_NAME, merge_shards
 
     out = Path(args.out) if args.out else Path(args.folder) / MERGED_NAME
     out_format = check_output_table(str(out))
@@ -356,7 +387,7 @@ def merge_shards_command(args: argparse.Namespace) -> int:
 
 def _readable(results, au_set, formats) -> str:
     """One block per face: the AU vector in each requested format, from the results themselves."""
-    from aullava.answer_format import AnswerFormat
+    from aullava.aus.answer_format import AnswerFormat
 
     lines = []
     for result in results:

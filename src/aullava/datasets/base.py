@@ -5,7 +5,7 @@ A sample is a dict: `image` (aligned face crop, uint8 S×S×3), `targets` ({form
 formats is accepted too) and optionally `au_set` (the AUSet its vectors follow and its prompt asks; default: the
 model's), or `au_sets` ({format name: AUSet}) where a dataset labels different AUs per format (BP4D: occurrence
 of 12 AUs, intensity of 5); for a model with the geometry stream also `geometry` (the face's
-`aullava.face_geometry` vector). `FormatExpanded` turns each sample into one training
+`aullava.faces.geometry_features` vector). `FormatExpanded` turns each sample into one training
 example per answer format, so one image teaches the model all three formats in the same run (the paper's point).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
 
 
 def targets_from_continuous(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aullava.au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
+from aullava.aus.catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
 from aullava.datasets.labels import (LabelledFrames, comma_lines, derive_formats, listdir_set, make_frames,
                                      read_csv_rows, relative_name, to_number)
 

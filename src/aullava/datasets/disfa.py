@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aullava.au_catalogue import AUSet, au_set as resolve_au_set
+from aullava.aus.catalogue import AUSet, au_set as resolve_au_set
 from aullava.faces.images import InputError
 from aullava.datasets.labels import (DISFA_OCCURRENCE_THRESHOLD, LabelledFrames, comma_lines, derive_formats,
                                      make_frames, relative_name)

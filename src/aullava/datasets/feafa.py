@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aullava.au_catalogue import AUSet, au_set as resolve_au_set
+from aullava.aus.catalogue import AUSet, au_set as resolve_au_set
 from aullava.datasets.labels import (LabelledFrames, au_set_from_names, derive_formats, listdir_set, make_frames, read_csv_rows,
                      relative_name, to_number, trailing_number)
 

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
-from aullava.au_catalogue import AUSet, normalize_au_id
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, discrete_from_continuous
+from aullava.aus.catalogue import AUSet, normalize_au_id
 
 __all__ = [
     "BASE_COLUMNS",
@@ -266,7 +266,7 @@ def au_set_from_names(names: Sequence[str], *, where: str, set_name: str) -> tup
     with characters other than letters, digits, ``_+-`` replaced by ``_``; its prompt name is the header name and
     its definition says it came from this header, so the prompt never invents a description.
     """
-    from aullava.au_catalogue import lookup_au  # the catalogue's own lookup rules (AU/AD prefix, one-sided variants)
+    from aullava.aus.catalogue import lookup_au  # the catalogue's own lookup rules (AU/AD prefix, one-sided variants)
 
     items: list[object] = []
     ids: list[str] = []

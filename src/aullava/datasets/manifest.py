@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import AnswerFormat
-from aullava.au_catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
+from aullava.aus.answer_format import AnswerFormat
+from aullava.aus.catalogue import AUSet, au_set as resolve_au_set, normalize_au_id
 from aullava.datasets.labels import (LabelledFrames, au_columns, au_set_from_names, derive_formats, make_frames, read_csv_rows,
                      trailing_number)
 

@@ -8,14 +8,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from aullava.datasets.base import targets_from_continuous
-from aullava.face_geometry import LANDMARK_FEATURES, NUM_BLENDSHAPES
+from aullava.faces.geometry_features import LANDMARK_FEATURES, NUM_BLENDSHAPES
 
 
 class PatternFaces(Dataset):
     """Synthetic images whose AUs are drawn as visible patterns: AU i is a bright square in grid cell i whose
     brightness is its intensity. Not faces: a fast, exact-label task that proves the whole pipeline can learn.
 
-    `geometry`: samples also carry a geometry vector in `aullava.face_geometry`'s layout, as exact as the image:
+    `geometry`: samples also carry a geometry vector in `aullava.faces.geometry_features`'s layout, as exact as the image:
     AU i moves its own fixed random set of "landmarks" by its intensity and sets blendshape i + 1 to it (for the
     geometry stream's smoke tests)."""
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.aus.catalogue import AUSet
 from aullava.datasets.labels import LabelledFrames, au_columns
 
 
@@ -106,7 +106,7 @@ class LabelledFaces(Dataset):
         return {"image": image, "geometry": self.geometry(index), **self.labels(index)}
 
     def geometry(self, index: int) -> np.ndarray:
-        """The face's geometry vector (`aullava.face_geometry`), from the cache's landmarks and blendshapes."""
+        """The face's geometry vector (`aullava.faces.geometry_features`), from the cache's landmarks and blendshapes."""
         vector = self.cache.geometry(self.sources[index])
         if vector is None:
             raise FileNotFoundError(f"face landmarks of {self.sources[index]} are not in the cache {self.cache}")

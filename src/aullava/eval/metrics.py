@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat
-from aullava.au_catalogue import ActionUnit, AUSet, action_unit, normalize_au_id
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.aus.catalogue import ActionUnit, AUSet, action_unit, normalize_au_id
 
 __all__ = [
     "FORMAT_METRICS",

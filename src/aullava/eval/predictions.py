@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, binary_from_discrete
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, binary_from_continuous, binary_from_discrete
 from aullava.eval.metrics import FORMAT_METRICS, resolve_au_set
 
 __all__ = ["PredictionTable", "read_predictions", "normalize_predictions", "one_face_per_key", "write_report",

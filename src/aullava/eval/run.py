@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import AnswerFormat
+from aullava.aus.answer_format import AnswerFormat
 from aullava.eval.metrics import evaluate_tables
 from aullava.eval.predictions import truth_keys
 from aullava.eval.probabilities import calibrate_binary

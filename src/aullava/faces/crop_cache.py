@@ -50,9 +50,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from aullava.assets import aullava_home
-from aullava.face_geometry import geometry_features
-from aullava.files import atomic_write
+from aullava.runtime.assets import aullava_home
+from aullava.faces.geometry_features import geometry_features
+from aullava.runtime.files import atomic_write
 from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector, largest_face
 from aullava.faces.images import MAX_SIDE, InputError, load_image
 from aullava.faces.video import frame_name, read_frames, video_frame_count
@@ -286,7 +286,7 @@ class FaceCropCache:
         return meta
 
     def geometry(self, source) -> np.ndarray | None:
-        """The cached face's geometry vector (`aullava.face_geometry.geometry_features`: landmarks in the crop's
+        """The cached face's geometry vector (`aullava.faces.geometry_features.geometry_features`: landmarks in the crop's
         frame + blendshapes), or None when the entry or its landmarks are not stored (build with landmarks)."""
         png = self.path(source)
         npy = png.with_suffix(".npy")

@@ -6,7 +6,8 @@ blendshape scores from MediaPipe's Face Landmarker, then warp with a similarity 
 + translation, no shear, so facial proportions, which carry AU information, are preserved) that puts the eye centres
 at fixed positions of the crop.
 
-Each face also gets its head pose (pitch, yaw, roll in degrees, from MediaPipe's facial transformation matrix) and
+Each face also gets its head pose (pitch, yaw, roll in degrees, from MediaPipe's facial transformation matrix), its
+gaze (`aullava.faces.gaze`, from the iris landmarks and the pose) and
 a confidence: the score of MediaPipe's face detector (the same short-range model the landmarker runs first, taken
 from its bundle, because the landmarker does not report it) for the detection that matches the face's landmarks.
 
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from aullava.assets import face_landmarker_path
-from aullava.quiet import native_stderr_silenced
+from aullava.runtime.assets import face_landmarker_path
+from aullava.faces.gaze import gaze_angles
+from aullava.runtime.quiet import native_stderr_silenced
 
 # --- alignment template --------------------------------------------------------------------------------------------
 # Eye centres (midpoint of each eye's two corners) land at (0.5 ∓ EYE_DISTANCE/2, EYE_Y) × crop_size.
@@ -62,6 +64,7 @@ class Face:
     index: int = 0  # position in the left-to-right order of `detect`'s result
     pose: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # pitch, yaw, roll in degrees (see head_pose)
     confidence: float = math.nan  # the face detector's score for this face, 0..1 (NaN: no detection matched it)
+    gaze: tuple[float, float] = (math.nan, math.nan)  # gaze_angle_x, gaze_angle_y in radians (see faces.gaze)
 
     @property
     def crop_landmarks(self) -> np.ndarray:
@@ -390,5 +393,6 @@ class FaceDetector:
                    float(np.clip(b[2], 0, w)), float(np.clip(b[3], 0, h)))
             crop, matrix = align_face(image, lm, self.crop_size, self.border)
             faces.append(Face(box=box, landmarks=lm.astype(np.float32), blendshapes=shapes, crop=crop,
-                              matrix=matrix, index=index, pose=pose, confidence=score))
+                              matrix=matrix, index=index, pose=pose, confidence=score,
+                              gaze=gaze_angles(lm, pose)))
         return faces

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aullava.answer_format import ALL_FORMATS
+from aullava.aus.answer_format import ALL_FORMATS
 from aullava.model.decoding.vocabulary import max_answer_tokens
 from aullava.model.encoder import HFVisionTower
 from aullava.model.modeling import AuLlavaModel
@@ -175,7 +175,7 @@ def write_prompts(model: AuLlavaModel, tokenizer, image_token_id: int, aullava_i
                "aus": list(model.au_set.ids), "image_token": IMAGE_TOKEN, "image_token_id": image_token_id,
                "image_tokens": model.num_image_tokens, "formats": formats,
                "answer": {f.value: f"a list of {len(model.au_set)} values in the order of `aus`, then EOS; "
-                                   f"parse with aullava.answer_format.parse_answer(text, '{f.value}', "
+                                   f"parse with aullava.aus.answer_format.parse_answer(text, '{f.value}', "
                                    f"{len(model.au_set)})" for f in ALL_FORMATS}}
     (out / PROMPTS_NAME).write_text(json.dumps(prompts, indent=2))
     return prompts

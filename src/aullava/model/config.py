@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat
-from aullava.au_catalogue import AUSet, au_set as resolve_au_set
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.aus.catalogue import AUSet, au_set as resolve_au_set
 from aullava.model.prompts import PROMPT_STYLES, TEMPLATE_VERSION, TEMPLATE_VERSIONS
 
 TUNING_MODES = ("lora", "full", "frozen")
@@ -120,7 +120,7 @@ class TuningConfig(_Part):
 @dataclass
 class GeometryConfig(_Part):
     """The optional second stream of the face encoder (beyond the paper; off by default): the face's MediaPipe
-    geometry (`aullava.face_geometry`) through a small MLP into `num_tokens` tokens of `hidden_size`, and its own
+    geometry (`aullava.faces.geometry_features`) through a small MLP into `num_tokens` tokens of `hidden_size`, and its own
     projector into the LLM, placed right after the image tokens. `use_landmarks` / `use_blendshapes` choose which
     part of the geometry it reads. Its weights are always trained in full (they are new)."""
 

@@ -51,7 +51,7 @@ class EfficientNetLite0Encoder(VisionEncoder):
         if pretrained:
             from safetensors.torch import load_file
 
-            from aullava.assets import efficientnet_lite0_weights
+            from aullava.runtime.assets import efficientnet_lite0_weights
 
             self.backbone.load_state_dict(load_file(str(efficientnet_lite0_weights())))
         del self.backbone._fc  # the ImageNet classifier is never used
@@ -105,7 +105,7 @@ class HFVisionTower(VisionEncoder):
             cfg = AutoConfig.for_model(**config)
             model = AutoModel.from_config(cfg)
         else:
-            from aullava.assets import local_pretrained
+            from aullava.runtime.assets import local_pretrained
 
             model = AutoModel.from_pretrained(local_pretrained(name_or_path, "vision tower"))
         self.tower = getattr(model, "vision_model", model)  # CLIPModel/SiglipModel → their vision part

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aullava.assets import GEMMA_ASSET, gemma_dir, local_pretrained
+from aullava.runtime.assets import GEMMA_ASSET, gemma_dir, local_pretrained
 from aullava.model.config import LLMConfig
 
 

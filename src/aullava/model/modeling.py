@@ -33,7 +33,7 @@ from transformers.utils import ModelOutput
 from aullava.model.config import AuLlavaConfig
 from aullava.model.checkpoint_files import CheckpointError, check_tensors, read_tensors
 from aullava.model.encoder import build_vision_encoder
-from aullava.model.geometry import GeometryEncoder
+from aullava.model.geometry_encoder import GeometryEncoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
 from aullava.model.projector import build_projector
@@ -88,7 +88,7 @@ class AuLlavaModel(nn.Module):
         self.projector = build_projector(config.projector, self.vision_encoder.hidden_size, text_size)
         self.num_image_tokens = self.vision_encoder.num_tokens
         self.num_geometry_tokens = 0
-        if config.geometry.enabled:  # the optional second stream (model/geometry.py); absent, the paper's model
+        if config.geometry.enabled:  # the optional second stream (model/geometry_encoder.py); absent, the paper's model
             self.geometry_encoder = GeometryEncoder(config.geometry)
             self.geometry_projector = build_projector(config.projector, config.geometry.hidden_size, text_size)
             self.num_geometry_tokens = config.geometry.num_tokens
@@ -112,7 +112,7 @@ class AuLlavaModel(nn.Module):
 
     @property
     def wants_geometry(self) -> bool:
-        """Whether this model reads each face's geometry (`aullava.face_geometry` vectors) beside its crop."""
+        """Whether this model reads each face's geometry (`aullava.faces.geometry_features` vectors) beside its crop."""
         return self.num_geometry_tokens > 0
 
     @property
@@ -164,7 +164,7 @@ class AuLlavaModel(nn.Module):
             return visual
         if geometry is None:
             raise ValueError("this model reads face geometry (model.geometry.enabled): pass each face's geometry "
-                             "vector (aullava.face_geometry.geometry_features) with its crop")
+                             "vector (aullava.faces.geometry_features.geometry_features) with its crop")
         geometry = geometry.to(visual.device)
         if geometry.shape[0] != visual.shape[0]:
             raise ValueError(f"{geometry.shape[0]} geometry vectors for {visual.shape[0]} face crops")

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from aullava.answer_format import AnswerFormat, serialize_answer
-from aullava.au_catalogue import AUSet
-from aullava.face_geometry import FEATURE_SIZE
+from aullava.aus.answer_format import AnswerFormat, serialize_answer
+from aullava.aus.catalogue import AUSet
+from aullava.faces.geometry_features import FEATURE_SIZE
 from aullava.model.decoding.vocabulary import answer_vocabulary
 from aullava.model.prompts import TEMPLATE_VERSION, build_prompt, check_template_version
 
@@ -108,7 +108,7 @@ class AuLlavaProcessor:
     def collate(self, features: list[dict[str, Any]], share_prefix: bool = False) -> dict[str, torch.Tensor]:
         """A right-padded training batch; labels only on answer tokens (prompt and image positions are -100).
         Each feature: `image` (uint8 crop), `format`, `values`, optional `mask` and `au_set`; for a model with the
-        geometry stream also `geometry` (the face's `aullava.face_geometry` vector).
+        geometry stream also `geometry` (the face's `aullava.faces.geometry_features` vector).
 
         `share_prefix`: the text every row begins with (the description when the rows ask the same AU set) is sent
         once as `prefix_ids` and cut from the rows (see `AuLlavaModel.forward`)."""
@@ -151,7 +151,7 @@ class AuLlavaProcessor:
         if len(sets) != 1:
             return []
         au_set = features[0].get("au_set") or self.au_set
-        from aullava.answer_format import ALL_FORMATS
+        from aullava.aus.answer_format import ALL_FORMATS
 
         return common_prefix([self.prompt_ids(fmt, au_set)[0] for fmt in ALL_FORMATS])
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aullava.answer_format import AnswerFormat, serialize_answer
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import AnswerFormat, serialize_answer
+from aullava.aus.catalogue import AUSet
 
 TEMPLATE_V2 = "aullava-prompt-v2"  # a two-value example instead of a full-length one (shorter than v1)
 TEMPLATE_V3 = "aullava-prompt-v3"  # v2's words, the format question moved before the image (a cacheable prefix)

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from aullava.answer_format import ALL_FORMATS
+from aullava.aus.answer_format import ALL_FORMATS
 from aullava.faces.images import IMAGE_EXTENSIONS, InputError, load_image_and_size
 from aullava.inference import Predictor, to_dataframe
 

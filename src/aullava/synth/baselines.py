@@ -18,8 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aullava.answer_format import PRESENCE_THRESHOLD
-from aullava.files import atomic_write_csv
+from aullava.aus.answer_format import PRESENCE_THRESHOLD
+from aullava.runtime.files import atomic_write_csv
 
 SOURCES_FILE = "sources.csv"
 NEUTRAL, LABELLED = "neutral", "labelled"

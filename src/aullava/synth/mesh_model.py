@@ -50,7 +50,7 @@ from importlib import resources
 
 import numpy as np
 
-from aullava.au_catalogue import normalize_au_id
+from aullava.aus.catalogue import normalize_au_id
 
 __all__ = [
     "AU_REGIONS",

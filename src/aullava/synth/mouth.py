@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aullava.files import atomic_write, atomic_write_csv
+from aullava.runtime.files import atomic_write, atomic_write_csv
 from aullava.synth.sampling import head_pose_problem, subject_face
 
 INNER_LIP: tuple[int, ...] = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,

@@ -36,8 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aullava.au_catalogue import au_set, normalize_au_id
-from aullava.files import atomic_write, atomic_write_csv
+from aullava.aus.catalogue import au_set, normalize_au_id
+from aullava.runtime.files import atomic_write, atomic_write_csv
 from aullava.synth.baselines import RULE as BASELINE_RULE, SOURCES_FILE, combine, read_sources, write_sources
 from aullava.synth.mesh_model import MODEL_FILE, default_model
 from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth

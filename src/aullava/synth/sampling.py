@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from aullava.au_catalogue import au_set, normalize_au_id
+from aullava.aus.catalogue import au_set, normalize_au_id
 from aullava.synth.mesh_model import default_model, face_pose
 
 DEFAULT_SYNTH_AUS: tuple[str, ...] = tuple(au_set("default").ids)

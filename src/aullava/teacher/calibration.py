@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import binary_from_continuous
+from aullava.aus.answer_format import binary_from_continuous
 from aullava.teacher.labeler import (COLUMNS, DEFAULT_AUS, MAPPING, PRESENCE_THRESHOLD, Teacher, raw_matrix,
                              detect_blendshapes)
 

@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aullava.answer_format import PRESENCE_THRESHOLD, binary_from_continuous, discrete_from_continuous
-from aullava.au_catalogue import au_set
+from aullava.aus.answer_format import PRESENCE_THRESHOLD, binary_from_continuous, discrete_from_continuous
+from aullava.aus.catalogue import au_set
 
 
 CALIBRATION_FILE = "teacher_calibration.json"

@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from aullava.answer_format import AnswerFormat
+from aullava.aus.answer_format import AnswerFormat
 from aullava.training.steps import run_steps
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.aus.catalogue import AUSet
 from aullava.model.decoding.grammar import AnswerConstraint, AnswerGrammar
 from aullava.model.decoding.parallel import ParallelDecoder
 from aullava.model.decoding.readout import INTENSITY_READOUTS, Readout

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from aullava.answer_format import (AnswerFormat, binary_from_continuous, binary_from_discrete, format_value,
+from aullava.aus.answer_format import (AnswerFormat, binary_from_continuous, binary_from_discrete, format_value,
                                    is_complete, is_valid_prefix)
 from aullava.model.decoding.vocabulary import answer_vocabulary
 

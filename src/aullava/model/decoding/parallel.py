@@ -31,8 +31,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat, parse_answer
+from aullava.aus.catalogue import AUSet
 from aullava.model.decoding.grammar import AnswerGrammar, draft_values, repair_value
 from aullava.model.decoding.readout import INTENSITY_READOUTS, Readout, first_digit, read_out
 from aullava.model.decoding.vocabulary import answer_vocabulary

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aullava.answer_format import AnswerFormat, format_value, parse_answer
+from aullava.aus.answer_format import AnswerFormat, format_value, parse_answer
 from aullava.model.decoding.grammar import AnswerGrammar
 
 INTENSITY_READOUTS = ("mean", "greedy")

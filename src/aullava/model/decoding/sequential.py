@@ -12,8 +12,8 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from aullava.answer_format import AnswerFormat
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import AnswerFormat
+from aullava.aus.catalogue import AUSet
 from aullava.model.decoding.grammar import AnswerConstraint
 from aullava.model.decoding.vocabulary import max_answer_tokens
 from aullava.model.llm import cache_argument, final_logits

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from aullava.answer_format import ANSWER_CHARS
+from aullava.aus.answer_format import ANSWER_CHARS
 
 
 BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")

@@ -133,6 +133,8 @@ function showVideo(answer) {
 }
 
 async function analyse(file) {
+  if (typeof stopLive === "function") stopLive();
+  $("live").hidden = true;
   setStatus(`analysing ${file.name}…`);
   $("result").hidden = true;
   const form = new FormData();
@@ -168,6 +170,8 @@ async function analyse(file) {
 
 function setUp() {
   const drop = $("drop");
+  $("camera").addEventListener("click", () => startLive());
+  $("live-stop").addEventListener("click", () => stopLive());
   $("file").addEventListener("change", (event) => {
     if (event.target.files.length) analyse(event.target.files[0]);
   });
@@ -183,6 +187,7 @@ function setUp() {
 async function main() {
   setUp();
   await loadHealth();
+  if (new URLSearchParams(location.search).has("live")) startLive();
   if (new URLSearchParams(location.search).has("example")) {
     const response = await fetch("example.png");
     const blob = await response.blob();

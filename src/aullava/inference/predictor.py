@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aullava.answer_format import ALL_FORMATS, AnswerFormat
-from aullava.au_catalogue import AUSet
+from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
+from aullava.aus.catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
 from aullava.model.decoding import DEFAULT_PRECISION, AnswerDecoder, check_decoder_options, resolve_precision
 from aullava.model.modeling import AuLlavaModel
@@ -49,6 +49,7 @@ class FaceResult:
     face_id: int | None = None  # a video's tracked identity (`aullava.faces.tracking`); a photo's: `face`
     confidence: float = math.nan  # the face detector's score, 0..1
     pose: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # pitch, yaw, roll (degrees; see faces.detector)
+    gaze: tuple[float, float] = (math.nan, math.nan)  # gaze_angle_x, gaze_angle_y (radians; see faces.gaze)
     blendshapes: dict[str, float] | None = None  # MediaPipe's 52 scores
     landmarks: np.ndarray | None = None  # (478, 3) pixels of the picture: x, y, relative depth z
 
@@ -221,6 +222,7 @@ class Predictor:
             face_result = FaceResult(face=face_index, box=tuple(float(v) for v in box),
                                      au_ids=self.model.au_set.ids, face_id=face_id,
                                      confidence=float(face.confidence), pose=tuple(float(v) for v in face.pose),
+                                     gaze=tuple(float(v) for v in face.gaze),
                                      blendshapes=dict(face.blendshapes), landmarks=landmarks)
             result.faces.append(face_result)
             crops.append((face_result, face.crop, self._geometry(face)))
@@ -229,7 +231,7 @@ class Predictor:
         """The face's geometry vector when the model reads geometry (its second stream), else None."""
         if not self.model.wants_geometry:
             return None
-        from aullava.face_geometry import geometry_features
+        from aullava.faces.geometry_features import geometry_features
 
         return geometry_features(face.landmarks, face.matrix, face.blendshapes, face.crop.shape[0])
 

@@ -1,4 +1,4 @@
-"""The geometry stream: a face's landmarks and blendshapes (`aullava.face_geometry`) → a few LLM tokens.
+"""The geometry stream: a face's landmarks and blendshapes (`aullava.faces.geometry_features`) → a few LLM tokens.
 
 Beyond the AU-LLaVA paper, and off by default (`model.geometry.enabled`), so the paper's model and the shipped
 default stay what they were. Why: AUs are geometry first (brow, lid, lip-corner and jaw movements), MediaPipe
@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aullava.face_geometry import FEATURE_SIZE, LANDMARK_FEATURES
+from aullava.faces.geometry_features import FEATURE_SIZE, LANDMARK_FEATURES
 from aullava.model.config import GeometryConfig
 
 # the crop-frame landmarks span about ±0.35 crop units and move by ~0.01 for a subtle AU; scaled to ~unit range

