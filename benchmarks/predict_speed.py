@@ -51,7 +51,7 @@ def measure(arm: str, faces_dir: Path | None, count: int, batch_size: int, seque
     import numpy as np
     import torch
 
-    from aullava.answer_format import ALL_FORMATS
+    from aullava.aus.answer_format import ALL_FORMATS
     from aullava.faces.images import iter_image_paths, load_image
     from aullava.inference import Predictor
     from aullava.model.decoding import AnswerDecoder

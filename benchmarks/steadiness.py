@@ -98,7 +98,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from aullava.faces.images import load_image
     from aullava.inference import Predictor
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
 
     set_verbose(False)
     image = load_image(files("aullava.resources") / "examples" / "astronaut.png")

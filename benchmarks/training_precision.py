@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from aullava.datasets import FormatExpanded, PatternFaces
-    from aullava.quiet import set_verbose
+    from aullava.runtime.quiet import set_verbose
 
     set_verbose(False)
     recipe = yaml.safe_load(Path(args.recipe).read_text())
