@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 RECORD = Path(__file__).parent / "data" / "v2_template_answers.json"
 

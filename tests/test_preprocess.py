@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import aullava.faces.crop_cache as preprocess
+import aullava.faces.crop_store as crop_store
 from aullava.faces.crop_cache import FaceCropCache, FrameSource, as_source, video_sources
 
 S = 224
@@ -82,7 +82,7 @@ def test_build_resume_and_failures(data, tmp_path):
 def test_interrupted_build_leaves_no_partial_entry_and_resumes(data, tmp_path, monkeypatch):
     cache = FaceCropCache(tmp_path / "crops", crop_size=S, landmarks=True)
     sources = data["faces"] + [(data["video"], i) for i in range(VIDEO_FRAMES)]
-    real_write = preprocess._atomic_write
+    real_write = crop_store.write_entry_file
     calls = []
 
     def dying_write(path, payload):  # "killed" while writing the 3rd entry: its .npy is written, the rest not
@@ -91,7 +91,7 @@ def test_interrupted_build_leaves_no_partial_entry_and_resumes(data, tmp_path, m
             raise KeyboardInterrupt
         real_write(path, payload)
 
-    monkeypatch.setattr(preprocess, "_atomic_write", dying_write)
+    monkeypatch.setattr(crop_store, "write_entry_file", dying_write)
     with pytest.raises(KeyboardInterrupt):
         cache.build(sources, progress=False)
     monkeypatch.undo()

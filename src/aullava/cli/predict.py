@@ -10,9 +10,21 @@ import sys
 import warnings
 from pathlib import Path
 
-from aullava.cli.checks import (EXIT_OK, EXIT_SOME_FAILED, UsageError, answer_options, check_device, check_model_dir,
-                                check_output_folder, check_output_table, positive_int, positive_number, seconds,
-                                write_table)
+from aullava.cli.checks import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+    answer_options,
+    check_device,
+    check_model_dir,
+    check_output_folder,
+    check_output_table,
+    positive_int,
+    positive_number,
+    seconds,
+    write_table,
+)
+from aullava.cli.run_record import run_identity, run_record_path, write_run_record
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -240,40 +252,6 @@ def _resumed(args, out: Path, out_format: str, formats) -> dict:
     return done
 
 
-def run_record_path(out: Path) -> Path:
-    """Where a table's run record lives: beside it, `<table>.run.json`."""
-    return out.with_name(out.name + ".run.json")
-
-
-def run_identity(args, formats, model_dir: Path | None, config) -> dict:
-    """What makes two runs' rows belong in one table: the model (its folder and the hash of its config.json and
-    weights' sizes), formats, readout options and frame sampling."""
-    import hashlib
-
-    digest = None
-    if model_dir is not None:
-        h = hashlib.sha256((model_dir / "config.json").read_bytes())
-        for weights in sorted(model_dir.glob("*.safetensors")):
-            h.update(f"{weights.name}:{weights.stat().st_size}".encode())
-        digest = h.hexdigest()[:16]
-    return {"model": str(model_dir.resolve()) if model_dir else None, "model_hash": digest,
-            "template": getattr(config, "template_version", None), "formats": [str(f) for f in formats],
-            "intensity": args.intensity, "precision": args.precision, "readout": args.readout,
-            "every": args.every, "fps": args.fps, "start": args.start, "end": args.end,
-            "blendshapes": bool(args.blendshapes), "landmarks": bool(args.landmarks)}
-
-
-def _write_run_record(args, formats, out: Path, model) -> None:
-    import json
-
-    from aullava.runtime.files import atomic_write
-    from aullava.inference import default_model_dir
-
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    identity = run_identity(args, formats, model_dir, model.config)
-    atomic_write(run_record_path(out), (json.dumps(identity, indent=1) + "\n").encode())
-
-
 def _predict_streamed(args, predictor, sources, formats, selection, out, out_format, done, empty) -> int:
     """One process: each chunk of results is written (table, overlays) as soon as it is read out."""
     from tqdm.auto import tqdm
@@ -284,7 +262,7 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
     columns = _columns(args, au_set, formats)
     writer = TableWriter(out, out_format, columns, resume=bool(args.resume)) if out is not None else None
     if out is not None:
-        _write_run_record(args, formats, out, predictor.model)
+        write_run_record(args, formats, out, predictor.model)
     overlay = None
     if args.overlay:
         from aullava.pictures.overlay import OverlayWriter

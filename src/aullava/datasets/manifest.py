@@ -96,14 +96,27 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
         raise ValueError(f"{path}: the manifest has no rows (only a header)" if len(df.columns) else
                          f"{path}: the manifest is empty")
     name = name or path.stem
-    problems: list[str] = []
     lower = {str(c).strip().lower(): c for c in df.columns}
     if "subject" not in lower:
         raise ValueError(f"{path}: no 'subject' column (needed for subject-exclusive splits)")
     if "image" not in lower and not ("video" in lower and "frame" in lower):
         raise ValueError(f"{path}: needs an 'image' column, or 'video' and 'frame' columns")
-    au_cols: list[tuple[str, str, AnswerFormat]] = []  # (column, AU id, format)
-    unknown = []
+    au_cols, problems = _au_columns(df, path)
+    aus = _manifest_au_set(au_cols, au_set, path, name, problems)
+    labels = _label_arrays(df, au_cols, aus, path, where)
+    base = _locations(df, lower, path, where, name)
+    if check_files:
+        keep = _files_present(base, where, path, problems)
+        base = base[keep].reset_index(drop=True)
+        labels = {k: v[keep] for k, v in labels.items()}
+    frames_out = make_frames(name, aus, base, labels, problems)
+    return derive_formats(frames_out, occurrence_threshold=occurrence_threshold).validate()
+
+
+def _au_columns(df: pd.DataFrame, path: Path) -> tuple[list[tuple[str, str, AnswerFormat]], list[str]]:
+    """(column, AU id, format) of every AU column, and a note naming the columns outside the schema."""
+    au_cols: list[tuple[str, str, AnswerFormat]] = []
+    unknown, problems = [], []
     for col in df.columns:
         text = str(col).strip()
         m = _AU_COLUMN.match(text)
@@ -113,16 +126,25 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
             unknown.append(text)
     if unknown:
         problems.append(f"{path.name}: columns ignored (not part of the manifest schema): {', '.join(unknown)}")
+    return au_cols, problems
+
+
+def _manifest_au_set(au_cols, au_set, path: Path, name: str, problems: list[str]) -> AUSet:
+    """The AUs the columns name (no `au_set` given), or `au_set` with the columns outside it noted."""
     if au_set is None:
         ids = list(dict.fromkeys(au for _, au, _ in au_cols))
         if not ids:
             raise ValueError(f"{path}: no AU columns (AU01_c, AU01_r or AU01)")
-        aus, _ = au_set_from_names(ids, where=str(path), set_name=name)
-    else:
-        aus = resolve_au_set(au_set)
-        outside = [str(c) for c, au, _ in au_cols if au not in aus]
-        if outside:
-            problems.append(f"{path.name}: AU columns not in set {aus.name!r} ignored: {', '.join(outside)}")
+        return au_set_from_names(ids, where=str(path), set_name=name)[0]
+    aus = resolve_au_set(au_set)
+    outside = [str(c) for c, au, _ in au_cols if au not in aus]
+    if outside:
+        problems.append(f"{path.name}: AU columns not in set {aus.name!r} ignored: {', '.join(outside)}")
+    return aus
+
+
+def _label_arrays(df: pd.DataFrame, au_cols, aus: AUSet, path: Path, where) -> dict[str, np.ndarray]:
+    """Label column (the set's name for that AU and format) → values, each checked against its format's range."""
     labels: dict[str, np.ndarray] = {}
     for col, au, fmt in au_cols:
         if au not in aus:
@@ -140,6 +162,11 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
             raise ValueError(f"{path} {where[i]}: {col} = {df[col].iloc[i]!r} is outside the {fmt.value} range "
                              f"{low}..{high}{' (integers)' if integral else ''}{hint}")
         labels[target] = values
+    return labels
+
+
+def _locations(df: pd.DataFrame, lower: dict, path: Path, where, name: str) -> pd.DataFrame:
+    """Per row: dataset, subject, sequence, image or video (resolved beside the manifest) and frame."""
     folder = path.parent
     col = lambda key: df[lower[key]] if key in lower else pd.Series([None] * len(df), dtype=object)  # noqa: E731
     images = [_resolve(v, folder) for v in col("image")]
@@ -168,18 +195,18 @@ def read_manifest(path: str | os.PathLike, *, au_set: str | AUSet | None = None,
                                                                                           videos)]
     datasets = [str(d) if d is not None and not (isinstance(d, float) and np.isnan(d)) else name
                 for d in col("dataset")]
-    base = pd.DataFrame({"dataset": datasets, "subject": [str(s).strip() for s in subjects], "sequence": sequences,
+    return pd.DataFrame({"dataset": datasets, "subject": [str(s).strip() for s in subjects], "sequence": sequences,
                          "image": images, "video": videos, "frame": frames})
-    keep = np.ones(len(df), dtype=bool)
-    if check_files:
-        exists: dict[str, bool] = {}
-        for i, p in enumerate(im or vid for im, vid in zip(images, videos)):
-            keep[i] = exists.setdefault(p, os.path.exists(p))
-        if not keep.all():
-            lost = [where[i] for i in np.flatnonzero(~keep)]
-            problems.append(f"{path.name}: {len(lost)} row(s) whose file is missing dropped: "
-                            + ", ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
-    base = base[keep].reset_index(drop=True)
-    labels = {k: v[keep] for k, v in labels.items()}
-    frames_out = make_frames(name, aus, base, labels, problems)
-    return derive_formats(frames_out, occurrence_threshold=occurrence_threshold).validate()
+
+
+def _files_present(base: pd.DataFrame, where, path: Path, problems: list[str]) -> np.ndarray:
+    """Rows whose image or video exists (`check_files`); the others are noted."""
+    keep = np.ones(len(base), dtype=bool)
+    exists: dict[str, bool] = {}
+    for i, p in enumerate(im or vid for im, vid in zip(base["image"], base["video"])):
+        keep[i] = exists.setdefault(p, os.path.exists(p))
+    if not keep.all():
+        lost = [where[i] for i in np.flatnonzero(~keep)]
+        problems.append(f"{path.name}: {len(lost)} row(s) whose file is missing dropped: "
+                        + ", ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
+    return keep

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -50,23 +48,26 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from aullava.runtime.assets import aullava_home
+from aullava.faces.crop_store import (
+    ALIGN_VERSION,
+    TEMP_DIR,
+    CropSettings,
+    entry_path,
+    run_task,
+    start_worker,
+    worker_task,
+)
+from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, FaceDetector
 from aullava.faces.geometry_features import geometry_features
-from aullava.runtime.files import atomic_write
-from aullava.faces.detector import DEFAULT_CROP_SIZE, EYE_DISTANCE, EYE_Y, Face, FaceDetector, largest_face
-from aullava.faces.images import MAX_SIDE, InputError, load_image
-from aullava.faces.video import frame_name, read_frames, video_frame_count
-
-ALIGN_VERSION = 1
-"""Bump when `aullava.faces.detector` changes how crops are made in a way the template constants in the key do not capture
-(landmark model, warping, face choice): every cached crop is then rebuilt."""
+from aullava.faces.images import MAX_SIDE
+from aullava.faces.video import frame_name, video_frame_count
+from aullava.runtime.assets import aullava_home
 
 VIDEO_CHUNK = 256
 """Frames of one video handled by one task. Each chunk decodes its frames in order, so a video is decoded about once
 in total, while a long video is still shared among workers and reports progress as it goes."""
 
 FAILURES_FILE = "failures.jsonl"
-TEMP_DIR = ".tmp"
 STALE_TEMP_SECONDS = 600  # a write takes milliseconds: a temp file this old was left by a killed run
 
 
@@ -113,101 +114,6 @@ class CacheReport:
     failed: int = 0  # failed now
     skipped: int = 0  # failed in an earlier build and not retried
     failures: list[Failure] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Settings:
-    root: str
-    crop_size: int
-    min_confidence: float
-    max_side: int | None
-    landmarks: bool
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Entries (``root/ab/name``) go through a temp file in ``root/.tmp``."""
-    atomic_write(path, data, temp_dir=path.parent.parent / TEMP_DIR)
-
-
-def _entry_path(root: str | Path, key: str, suffix: str) -> Path:
-    return Path(root) / key[:2] / f"{key}{suffix}"
-
-
-def _store(settings: _Settings, key: str, name: str, image: np.ndarray, detector: FaceDetector) -> str | None:
-    """Detect, keep the largest face, write the entry. Returns None on success, else the reason for failing.
-
-    The largest face is kept because in AU data the subject faces the camera close up; smaller faces are bystanders,
-    reflections or pictures in the background, and `FaceDetector` orders faces by position, not importance.
-    """
-    try:
-        faces = detector.detect(image)
-    except Exception as err:  # noqa: BLE001 - one odd frame must not stop the build
-        return f"face detection failed ({type(err).__name__}: {' '.join(str(err).split())})"
-    if not faces:
-        return "no face found"
-    face: Face = largest_face(faces)
-    png = _entry_path(settings.root, key, ".png")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "source": name, "crop_size": settings.crop_size, "image_size": [int(image.shape[1]), int(image.shape[0])],
-        "faces": len(faces), "box": [round(float(v), 3) for v in face.box],
-        "matrix": [[float(v) for v in row] for row in face.matrix], "blendshapes": face.blendshapes,
-        "align_version": ALIGN_VERSION,
-    }
-    if settings.landmarks:
-        buf = io.BytesIO()
-        np.save(buf, face.landmarks.astype(np.float32), allow_pickle=False)
-        _atomic_write(png.with_suffix(".npy"), buf.getvalue())
-    _atomic_write(png.with_suffix(".json"), json.dumps(meta).encode())
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR))
-    if not ok:
-        return "could not encode the crop as PNG"
-    _atomic_write(png, encoded.tobytes())  # last: the PNG marks the entry complete
-    return None
-
-
-def _run_task(settings: _Settings, task: tuple, detector: FaceDetector) -> list[tuple[str, str, str | None]]:
-    """One image, or a chunk of one video's frames; returns ``[(key, source name, failure reason or None)]``."""
-    path, items = task  # items: [(frame index or None, key)]
-    if items[0][0] is None:
-        key = items[0][1]
-        try:
-            image = load_image(path, max_side=settings.max_side)
-        except InputError as err:
-            return [(key, path, err.reason)]
-        return [(key, path, _store(settings, key, path, image, detector))]
-    keys = dict(items)
-    results = []
-    for index, frame in read_frames(path, keys):
-        name = frame_name(path, index)
-        if isinstance(frame, InputError):
-            results.append((keys[index], name, frame.reason))
-        else:
-            results.append((keys[index], name, _store(settings, keys[index], name, frame, detector)))
-    return results
-
-
-_WORKER: tuple[_Settings, FaceDetector] | None = None  # per worker process: one detector, reused for every task
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Pool workers block on their task queue forever if the main process is killed (SIGKILL, OOM killer), which
-    is exactly the interruption `build` is meant to survive; so each worker leaves when its parent is gone."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _init_worker(settings: _Settings, parent: int) -> None:
-    global _WORKER
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    cv2.setNumThreads(1)  # the parallelism is across processes; OpenCV's own threads would only oversubscribe
-    _WORKER = (settings, FaceDetector(crop_size=settings.crop_size, min_confidence=settings.min_confidence))
-
-
-def _worker_task(task: tuple) -> list[tuple[str, str, str | None]]:
-    settings, detector = _WORKER
-    return _run_task(settings, task, detector)
 
 
 class FaceCropCache:
@@ -264,7 +170,7 @@ class FaceCropCache:
 
     def path(self, source) -> Path:
         """Where the source's crop PNG is (or would be) stored."""
-        return _entry_path(self.root, self.key(source), ".png")
+        return entry_path(self.root, self.key(source), ".png")
 
     # -- reading --------------------------------------------------------------------------------------------------
     def get(self, source) -> np.ndarray | None:
@@ -323,7 +229,7 @@ class FaceCropCache:
         """
         (self.root / TEMP_DIR).mkdir(parents=True, exist_ok=True)
         self._sweep_temp()
-        settings = _Settings(str(self.root), self.crop_size, self.min_confidence, self.max_side, self.landmarks)
+        settings = CropSettings(str(self.root), self.crop_size, self.min_confidence, self.max_side, self.landmarks)
         known = self.failures()
         report = CacheReport()
         identities: dict[str, tuple[str, bool]] = {}
@@ -340,8 +246,8 @@ class FaceCropCache:
                 continue
             seen.add(key)
             report.total += 1
-            if _entry_path(self.root, key, ".png").is_file() and (
-                    not self.landmarks or _entry_path(self.root, key, ".npy").is_file()):
+            if entry_path(self.root, key, ".png").is_file() and (
+                    not self.landmarks or entry_path(self.root, key, ".npy").is_file()):
                 report.cached += 1
             elif key in known and not retry_failures:
                 report.skipped += 1
@@ -383,22 +289,22 @@ class FaceCropCache:
         log.flush()
 
     @staticmethod
-    def _execute(settings: _Settings, tasks: list[tuple], workers: int):
+    def _execute(settings: CropSettings, tasks: list[tuple], workers: int):
         """Yield each task's results as it finishes; in this process, or in a pool with a bounded queue."""
         if workers <= 1 or len(tasks) <= 1:
             with FaceDetector(crop_size=settings.crop_size, min_confidence=settings.min_confidence) as detector:
                 for task in tasks:
-                    yield _run_task(settings, task, detector)
+                    yield run_task(settings, task, detector)
             return
         workers = min(workers, len(tasks))
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=start_worker,
                                  initargs=(settings, os.getpid())) as pool:
             pending = set()
             queue = iter(tasks)
             try:
                 while True:
                     for task in queue:  # keep a few tasks per worker queued, not the whole dataset in memory
-                        pending.add(pool.submit(_worker_task, task))
+                        pending.add(pool.submit(worker_task, task))
                         if len(pending) >= 4 * workers:
                             break
                     if not pending:

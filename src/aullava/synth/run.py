@@ -19,59 +19,44 @@ only the geometry carries the label; glasses and hair over the brows move with t
 placement limits precision (a poorly fitted mesh warps the wrong pixels). Labels are exact for the *added* movement,
 so sources are restricted to near-neutral, roughly frontal photos (`neutral_check`, `MAX_YAW`, `MAX_PITCH`).
 
-`run_synth` builds a dataset from a photo index (see its docstring); `sample_aus` draws plausible AU combinations.
+`run_synth` builds a dataset from a photo index (see its docstring): a `SynthConfig` (the settings, checked) and a
+`SynthRun` (plan what is done and what to do, synthesise the rest photo by photo, `aullava.synth.source`, write the
+manifests). `sample_aus` draws plausible AU combinations.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
-import re
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from aullava.aus.catalogue import au_set, normalize_au_id
-from aullava.runtime.files import atomic_write, atomic_write_csv
-from aullava.synth.baselines import RULE as BASELINE_RULE, SOURCES_FILE, combine, read_sources, write_sources
-from aullava.synth.mesh_model import MODEL_FILE, default_model
-from aullava.synth.mouth import INNER_LIP, MIN_OPENING, MouthBank, build_mouth_bank, mouth_opening, paint_mouth
-from aullava.synth.sampling import (MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, head_pose_problem,
-                                    neutral_check, sample_aus, subject_face)
-from aullava.synth.warp import warp_face
-
-# ------------------------------------------------------------------------------------------------------- dataset
+from aullava.runtime.files import atomic_write_csv
+from aullava.synth.baselines import RULE as BASELINE_RULE
+from aullava.synth.baselines import SOURCES_FILE, combine, read_sources, write_sources
+from aullava.synth.mesh_model import MODEL_FILE
+from aullava.synth.mouth import MIN_OPENING, build_mouth_bank
+from aullava.synth.sampling import MAX_PITCH, MAX_YAW, MIN_EYE_DISTANCE, NEUTRAL_THRESHOLDS, sample_aus
+from aullava.synth.source import (
+    WORK_SCALE,
+    SourceSettings,
+    SourceWorker,
+    output_name,
+    process_worker_task,
+    safe_dir,
+    sample_rng,
+    stable_int,
+    start_process_worker,
+)
 
 CONFIG_FILE = "synth_config.json"
 SKIPPED_FILE = "skipped.csv"
-WORK_SCALE = 2
-"""Photos whose face is larger than WORK_SCALE × its size in the output crop are reduced to that before warping
-(area averaging): the warp's cost grows with the face's pixel count, and the crop is reduced afterwards anyway.
-Smaller faces are warped at their own resolution, so warp and alignment resample them once each."""
-
-
-def _stable_int(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
-
-
-def _sample_rng(seed: int, source: str, k: int) -> np.random.Generator:
-    """The generator for sample ``k`` of ``source``: depends on nothing else, so outputs and labels are the same
-    whatever the order, ``limit``, ``workers`` or ``per_image`` of a run (sample k exists or not, it never changes)."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, _stable_int("aullava-synth", source), k])
-
-
-def _output_name(source: str, k: int, ext: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem)[:80] or "image"
-    return f"{stem}-{_stable_int(source) % 16 ** 6:06x}_{k:02d}.{ext}"
-
-
-def _safe_dir(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))[:80] or "_"
 
 
 def split_identities(identities: Iterable[str], held_out: float, seed: int = 0) -> set[str]:
@@ -85,116 +70,8 @@ def split_identities(identities: Iterable[str], held_out: float, seed: int = 0) 
     count = int(round(held_out * n))
     if n >= 2 and 0.0 < held_out < 1.0:
         count = min(max(count, 1), n - 1)
-    ranked = sorted(ids, key=lambda i: (_stable_int("aullava-split", seed, i), i))
+    ranked = sorted(ids, key=lambda i: (stable_int("aullava-split", seed, i), i))
     return set(ranked[:count])
-
-
-@dataclass
-class _Settings:
-    out_dir: str
-    per_image: int
-    seed: int
-    crop_size: int
-    au_ids: tuple[str, ...]
-    gain: float
-    ext: str
-    thresholds: dict[str, float] | None
-    held: frozenset[str] = frozenset()
-    """the held-out identities: their warps take mouth interiors from held-out donors only"""
-    baseline: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
-    """blendshapes → AU intensities (NaN: unseen) of a source that is not neutral; None: such sources are skipped"""
-
-
-def _write_image(path: Path, image: np.ndarray, ext: str) -> None:
-    """Write atomically: a killed run leaves a complete file or none, so 'exists' can mean 'done'."""
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    ok, buf = cv2.imencode(f".{ext}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buf.tobytes())
-
-
-def _donor_rng(seed: int, source: str, k: int) -> np.random.Generator:
-    """Draws sample k's mouth donor; separate from `_sample_rng`, so the labels are those of a set without."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, _stable_int("aullava-mouth", source), k])
-
-
-def _synthesize_source(detector, settings: _Settings, source: str, path: str, identity: str,
-                       mouths: MouthBank | None = None) -> tuple[list[dict], str | None, dict | None]:
-    """Detect, check and warp one photo; returns (records of the images written, skip reason or None, the
-    source's baseline: None when it is neutral, see `aullava.synth.baselines`).
-    With ``mouths``, warps that part the lips get a real mouth interior (`aullava.synth.mouth`)."""
-    from aullava.faces.detector import EYE_DISTANCE, align_face
-
-    image, face, eye_distance, reason = subject_face(detector, path)
-    if reason is not None:
-        return [], reason, None
-    lm = np.asarray(face.landmarks, dtype=np.float64)
-    baseline = None
-    if settings.thresholds is not None:
-        ok, why = neutral_check(face.blendshapes, settings.thresholds)
-        if not ok:
-            if settings.baseline is None:
-                return [], f"not neutral: {why}", None
-            # rounded as sources.csv stores it, so a resumed run rebuilds the very same labels
-            labels = settings.baseline(face.blendshapes)
-            baseline = {normalize_au_id(k): round(float(v), 3) for k, v in labels.items()}
-    model = default_model()
-    reason = head_pose_problem(lm, model)
-    if reason is not None:
-        return [], reason, None
-    # Warp in photo coordinates, not in the aligned crop: the photo's own border then stays fixed (the warp's ring
-    # lies on it), whereas in a crop the black area outside the photo would be warped along and e.g. a dropped jaw
-    # would bend the photo's bottom edge — a label-correlated artefact a model could learn instead of the face.
-    # Large faces are first reduced to WORK_SCALE × the output resolution, which bounds the cost per warp.
-    factor = min(1.0, WORK_SCALE * EYE_DISTANCE * settings.crop_size / eye_distance)
-    if factor < 1.0:
-        h, w = image.shape[:2]
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        factor_x, factor_y = size[0] / w, size[1] / h
-        lm = lm * [factor_x, factor_y, factor_x]
-    records = []
-    out_dir = Path(settings.out_dir)
-    source_opening = mouth_opening(lm[list(INNER_LIP)])
-    for k in range(settings.per_image):
-        aus = sample_aus(_sample_rng(settings.seed, source, k), settings.au_ids)
-        rel = Path("images") / _safe_dir(identity) / _output_name(source, k, settings.ext)
-        result = warp_face(image, lm, aus, model, gain=settings.gain)
-        warped = result.image
-        if mouths is not None:
-            inner = result.target[list(INNER_LIP)]
-            opening = mouth_opening(inner)
-            if opening >= MIN_OPENING and opening > source_opening + 0.02:  # the warp parted the lips
-                donor = mouths.pick(_donor_rng(settings.seed, source, k), opening, identity in settings.held)
-                if donor is not None:
-                    warped = paint_mouth(warped, inner, donor)
-        out, _ = align_face(warped, lm, settings.crop_size)  # aligned on the *source* landmarks
-        _write_image(out_dir / rel, out, settings.ext)
-        records.append({"image": rel.as_posix(), "subject": identity, "source": source,
-                        "aus": combine(aus, baseline, settings.au_ids)})
-    return records, None, baseline
-
-
-_WORKER: tuple | None = None
-
-
-def _init_worker(settings: _Settings, mouths: MouthBank | None = None) -> None:
-    global _WORKER
-    from aullava.faces.detector import FaceDetector
-
-    _WORKER = (settings, FaceDetector(crop_size=settings.crop_size), mouths)
-
-
-def _worker_task(task: tuple[str, str, str]) -> tuple[str, list[dict], str | None, dict | None]:
-    settings, detector, mouths = _WORKER
-    source, path, identity = task
-    try:
-        records, reason, baseline = _synthesize_source(detector, settings, source, path, identity, mouths)
-    except Exception as exc:  # noqa: BLE001 - one bad photo must not end a long run
-        records, reason, baseline = [], f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", None
-    return source, records, reason, baseline
 
 
 def read_index(index_csv: Path) -> list[tuple[str, str, str]]:
@@ -220,6 +97,202 @@ def read_index(index_csv: Path) -> list[tuple[str, str, str]]:
             seen.add(row[0])
             unique.append(row)
     return unique
+
+
+def _read_skipped(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["source"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+def _format_value(x: float) -> str:
+    if x != x:  # NaN: unknown, an empty cell (masked in training)
+        return ""
+    return "0" if x == 0 else f"{x:.3f}".rstrip("0").rstrip(".")
+
+
+@dataclass
+class SynthConfig:
+    """What a synthetic set is made with (see `run_synth` for each setting); checked on creation."""
+
+    per_image: int = 4
+    held_out: float = 0.2
+    seed: int = 0
+    limit: int | None = None
+    crop_size: int = 224
+    workers: int = 1
+    au_ids: Iterable[str | int] | str = "default"
+    gain: float = 1.0
+    image_format: str = "jpg"
+    neutral_thresholds: Mapping[str, float] | None = field(default_factory=lambda: dict(NEUTRAL_THRESHOLDS))
+    retry_skipped: bool = False
+    mouth_interior: bool = False
+    baseline: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
+    baseline_name: str | None = None
+
+    def __post_init__(self):
+        if self.per_image < 1 or self.crop_size < 32 or self.workers < 1:
+            raise ValueError("per_image and workers must be >= 1 and crop_size >= 32")
+        self.ext = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}.get(self.image_format.lower().lstrip("."))
+        if self.ext is None:
+            raise ValueError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
+        if (self.baseline is None) != (self.baseline_name is None):
+            raise ValueError("baseline and baseline_name go together (the name is recorded in the set's config)")
+        if self.baseline is not None and self.neutral_thresholds is None:
+            raise ValueError("a baseline labels the sources that fail the neutral check: it needs the thresholds")
+        self.aus = au_set(self.au_ids)
+        self.ids = tuple(normalize_au_id(a) for a in self.aus.ids)
+        sample_aus(np.random.default_rng(0), self.ids)  # fails early if the model lacks one of the AUs
+        self.thresholds = (None if self.neutral_thresholds is None
+                           else {k: float(v) for k, v in self.neutral_thresholds.items()})
+
+    def record(self) -> dict:
+        """The settings that determine images and labels: `CONFIG_FILE`, which a later run must match."""
+        config = {"version": 1, "seed": int(self.seed), "crop_size": int(self.crop_size), "au_ids": list(self.ids),
+                  "gain": float(self.gain), "image_format": self.ext, "neutral_thresholds": self.thresholds,
+                  "max_yaw": MAX_YAW, "max_pitch": MAX_PITCH, "min_eye_distance": MIN_EYE_DISTANCE,
+                  "work_scale": WORK_SCALE, "model": MODEL_FILE}
+        if self.mouth_interior:  # only then: a set made without it keeps exactly the config it was made with
+            from aullava.synth import mouth
+
+            config["mouth_interior"] = {"min_donor_opening": mouth.MIN_DONOR_OPENING,
+                                        "min_donor_contrast": mouth.MIN_DONOR_CONTRAST, "min_opening": MIN_OPENING,
+                                        "donor_width": mouth.DONOR_WIDTH}
+        if self.baseline is not None:
+            config["baseline"] = f"{self.baseline_name}; {BASELINE_RULE}"
+        return config
+
+
+class SynthRun:
+    """One run of `run_synth` into `out`: `plan` (what earlier runs finished, what they skipped, what is left),
+    `synthesise` (the rest, in this process or in `workers` processes), `write` (manifests, skip list, sources),
+    `summary`."""
+
+    def __init__(self, index_csv: Path, out: Path, config: SynthConfig, progress: bool = True,
+                 log: Callable[[str], None] | None = None):
+        self.index_csv, self.out, self.config, self.progress = Path(index_csv), Path(out), config, progress
+        self.say = log or (lambda msg: None)
+        self.records: dict[str, list[dict]] = {}
+        self.skipped: dict[str, str] = {}
+        self.baselines: dict = {}
+        self.todo: list[tuple[str, str, str]] = []
+        self.reused_images = self.written = 0
+        self.rows: list[tuple[str, str, str]] = []
+        self.held: set[str] = set()
+        self.sides: tuple[list, list] = ([], [])
+
+    def check_folder(self) -> None:
+        """Creates `out`, or checks that the set already there was made with the same settings."""
+        config = self.config.record()
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / CONFIG_FILE
+        if path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            if changed:
+                raise ValueError(f"{self.out} holds a synthetic set made with other settings ({', '.join(changed)}); "
+                                 "use a new output folder")
+        else:
+            path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def plan(self) -> None:
+        """Photos whose images all exist are done (their labels re-drawn, identically); photos skipped before stay
+        skipped unless `retry_skipped`; the rest is to do."""
+        c = self.config
+        self.rows = read_index(self.index_csv)
+        if c.limit is not None:
+            self.rows = self.rows[: max(0, int(c.limit))]
+        self.identity_of = {source: identity for source, _, identity in self.rows}
+        self.held = split_identities(self.identity_of.values(), c.held_out, c.seed)
+        skipped_before = {} if c.retry_skipped else _read_skipped(self.out / SKIPPED_FILE)
+        self.baselines = read_sources(self.out / SOURCES_FILE, c.ids)
+        for source, path, identity in self.rows:
+            names = [Path("images") / safe_dir(identity) / output_name(source, k, c.ext) for k in range(c.per_image)]
+            if all((self.out / n).is_file() for n in names) and (c.baseline is None or source in self.baselines):
+                base = self.baselines.get(source)
+                self.records[source] = [{"image": n.as_posix(), "subject": identity, "source": source,
+                                         "aus": combine(sample_aus(sample_rng(c.seed, source, k), c.ids), base, c.ids)}
+                                        for k, n in enumerate(names)]
+                self.reused_images += len(names)
+            elif source in skipped_before:
+                self.skipped[source] = skipped_before[source]
+            else:
+                self.todo.append((source, path, identity))
+        self.say(f"{len(self.rows)} photos: {len(self.records)} already done, {len(self.skipped)} skipped before, "
+                 f"{len(self.todo)} to do")
+
+    def synthesise(self) -> None:
+        """The photos to do, each in turn (`workers` == 1) or over a pool of spawned processes."""
+        from tqdm import tqdm
+
+        c = self.config
+        settings = SourceSettings(str(self.out), int(c.per_image), int(c.seed), int(c.crop_size), c.ids,
+                                  float(c.gain), c.ext, c.thresholds, frozenset(self.held), c.baseline)
+        mouths = None
+        if c.mouth_interior and self.todo:
+            mouths = build_mouth_bank(self.rows, self.out, self.held, progress=self.progress, log=self.say)
+            self.say(f"mouth donors: {len(mouths)} ({int(mouths.held_out.sum())} of held-out identities)")
+        with tqdm(total=len(self.todo), desc="synth", unit="photo", disable=not self.progress or not self.todo) as bar:
+            if c.workers == 1 or len(self.todo) <= 1:
+                worker = SourceWorker(settings, mouths)
+                try:
+                    for task in self.todo:
+                        self._collect(*worker(task))
+                        bar.update(1)
+                finally:
+                    worker.close()
+            elif self.todo:
+                from concurrent.futures import ProcessPoolExecutor
+                from multiprocessing import get_context
+
+                with ProcessPoolExecutor(c.workers, mp_context=get_context("spawn"), initializer=start_process_worker,
+                                         initargs=(settings, mouths)) as pool:
+                    for result in pool.map(process_worker_task, self.todo, chunksize=4):
+                        self._collect(*result)
+                        bar.update(1)
+
+    def _collect(self, source: str, records: list[dict], reason: str | None, baseline: dict | None) -> None:
+        if reason is None:
+            self.records[source] = records
+            self.baselines[source] = baseline
+            self.written += len(records)
+        else:
+            self.skipped[source] = reason
+
+    def write(self) -> None:
+        """Manifests and skip list of everything finished so far (also after an interruption)."""
+        ids, columns = self.config.ids, self.config.aus.openface_columns("")
+        train_rows, held_rows = [], []
+        for source in sorted(self.records):
+            for rec in self.records[source]:
+                row = [rec["image"], rec["subject"]] + [_format_value(rec["aus"][a]) for a in ids] + [source]
+                (held_rows if rec["subject"] in self.held else train_rows).append(row)
+        header = ["image", "subject"] + columns + ["source"]
+        assert not {r[1] for r in train_rows} & {r[1] for r in held_rows}, "an identity is on both sides"
+        atomic_write_csv(self.out / "train.csv", header, sorted(train_rows))
+        atomic_write_csv(self.out / "held_out.csv", header, sorted(held_rows))
+        if self.config.baseline is not None:
+            write_sources(self.out / SOURCES_FILE, {s: self.baselines.get(s) for s in self.records}, ids)
+        atomic_write_csv(self.out / SKIPPED_FILE, ["source", "identity", "reason"],
+                         sorted((s, self.identity_of.get(s, ""), r) for s, r in self.skipped.items()))
+        self.sides = (train_rows, held_rows)
+
+    def summary(self, seconds: float) -> dict:
+        reasons: dict[str, int] = {}
+        for reason in self.skipped.values():
+            key = reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        train_rows, held_rows = self.sides
+        return {
+            "out_dir": str(self.out), "photos": len(self.rows), "photos_used": len(self.records),
+            "photos_skipped": len(self.skipped), "skip_reasons": dict(sorted(reasons.items())),
+            "images_written": self.written, "images_reused": self.reused_images,
+            "train_images": len(train_rows), "held_out_images": len(held_rows),
+            "train_identities": len({r[1] for r in train_rows}), "held_out_identities": len({r[1] for r in held_rows}),
+            "photos_with_baseline": sum(1 for s in self.records if self.baselines.get(s) is not None),
+            "au_columns": self.config.aus.openface_columns(""), "seconds": round(seconds, 2),
+        }
 
 
 def _read_skipped(path: Path) -> dict[str, str]:
@@ -277,146 +350,17 @@ def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_imag
     unless ``retry_skipped``. Images are written atomically, manifests rewritten at the end of every run.
     ``workers`` > 1 runs photos in that many processes (each with its own MediaPipe detector).
     """
-    import time
-
-    from tqdm import tqdm
-
-    global _WORKER
     start = time.time()
-    index_csv, out = Path(index_csv), Path(out_dir)
-    if per_image < 1 or crop_size < 32 or workers < 1:
-        raise ValueError("per_image and workers must be >= 1 and crop_size >= 32")
-    ext = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}.get(image_format.lower().lstrip("."))
-    if ext is None:
-        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
-    aus = au_set(au_ids)
-    ids = tuple(normalize_au_id(a) for a in aus.ids)
-    sample_aus(np.random.default_rng(0), ids)  # fails early if the model lacks one of the AUs
-    columns = aus.openface_columns("")
-    thresholds = None if neutral_thresholds is None else {k: float(v) for k, v in neutral_thresholds.items()}
-    settings = _Settings(str(out), int(per_image), int(seed), int(crop_size), ids, float(gain), ext, thresholds)
-    config = {"version": 1, "seed": settings.seed, "crop_size": settings.crop_size, "au_ids": list(ids),
-              "gain": settings.gain, "image_format": ext, "neutral_thresholds": thresholds,
-              "max_yaw": MAX_YAW, "max_pitch": MAX_PITCH, "min_eye_distance": MIN_EYE_DISTANCE,
-              "work_scale": WORK_SCALE, "model": MODEL_FILE}
-    if mouth_interior:  # only then: a set made without it keeps exactly the config it was made with
-        from aullava.synth import mouth
-
-        config["mouth_interior"] = {"min_donor_opening": mouth.MIN_DONOR_OPENING,
-                                    "min_donor_contrast": mouth.MIN_DONOR_CONTRAST, "min_opening": MIN_OPENING,
-                                    "donor_width": mouth.DONOR_WIDTH}
-    if (baseline is None) != (baseline_name is None):
-        raise ValueError("baseline and baseline_name go together (the name is recorded in the set's config)")
-    if baseline is not None:
-        if neutral_thresholds is None:
-            raise ValueError("a baseline labels the sources that fail the neutral check: it needs the thresholds")
-        config["baseline"] = f"{baseline_name}; {BASELINE_RULE}"
-        settings.baseline = baseline
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / CONFIG_FILE
-    if config_path.is_file():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        if changed:
-            raise ValueError(f"{out} holds a synthetic set made with other settings ({', '.join(changed)}); "
-                             "use a new output folder")
-    else:
-        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    say = log or (lambda msg: None)
-
-    rows = read_index(index_csv)
-    if limit is not None:
-        rows = rows[: max(0, int(limit))]
-    identity_of = {source: identity for source, _, identity in rows}
-    held = split_identities(identity_of.values(), held_out, seed)
-    settings.held = frozenset(held)
-    skipped_before = {} if retry_skipped else _read_skipped(out / SKIPPED_FILE)
-
-    records: dict[str, list[dict]] = {}
-    skipped: dict[str, str] = {}
-    baselines = read_sources(out / SOURCES_FILE, ids)
-    todo = []
-    reused_images = 0
-    for source, path, identity in rows:
-        names = [Path("images") / _safe_dir(identity) / _output_name(source, k, ext) for k in range(per_image)]
-        if all((out / n).is_file() for n in names) and (baseline is None or source in baselines):
-            base = baselines.get(source)
-            records[source] = [{"image": n.as_posix(), "subject": identity, "source": source,
-                                "aus": combine(sample_aus(_sample_rng(seed, source, k), ids), base, ids)}
-                               for k, n in enumerate(names)]
-            reused_images += len(names)
-        elif source in skipped_before:
-            skipped[source] = skipped_before[source]
-        else:
-            todo.append((source, path, identity))
-    say(f"{len(rows)} photos: {len(records)} already done, {len(skipped)} skipped before, {len(todo)} to do")
-    mouths = None
-    if mouth_interior and todo:
-        mouths = build_mouth_bank(rows, out, held, progress=progress, log=say)
-        say(f"mouth donors: {len(mouths)} ({int(mouths.held_out.sum())} of held-out identities)")
-
-    bar = tqdm(total=len(todo), desc="synth", unit="photo", disable=not progress or not todo)
-    written = 0
-
-    def collect(source: str, recs: list[dict], reason: str | None, base: dict | None) -> None:
-        nonlocal written
-        if reason is None:
-            records[source] = recs
-            baselines[source] = base
-            written += len(recs)
-        else:
-            skipped[source] = reason
-        bar.update(1)
-
+    config = SynthConfig(per_image=per_image, held_out=held_out, seed=seed, limit=limit, crop_size=crop_size,
+                         workers=workers, au_ids=au_ids, gain=gain, image_format=image_format,
+                         neutral_thresholds=neutral_thresholds, retry_skipped=retry_skipped,
+                         mouth_interior=mouth_interior, baseline=baseline, baseline_name=baseline_name)
+    run = SynthRun(Path(index_csv), Path(out_dir), config, progress=progress, log=log)
+    run.check_folder()
+    run.plan()
     try:
-        if workers == 1 or len(todo) <= 1:
-            from aullava.faces.detector import FaceDetector
-
-            with FaceDetector(crop_size=crop_size) as detector:
-                saved, _WORKER = _WORKER, (settings, detector, mouths)
-                try:
-                    for task in todo:
-                        collect(*_worker_task(task))
-                finally:
-                    _WORKER = saved
-        elif todo:
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
-
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=(settings, mouths)) as pool:
-                for result in pool.map(_worker_task, todo, chunksize=4):
-                    collect(*result)
+        run.synthesise()
     finally:
-        bar.close()
-        # manifests and skip list reflect everything finished so far, even after an interruption
-        train_rows, held_rows = [], []
-        for source in sorted(records):
-            for rec in records[source]:
-                row = [rec["image"], rec["subject"]] + [_format_value(rec["aus"][a]) for a in ids] + [source]
-                (held_rows if rec["subject"] in held else train_rows).append(row)
-        header = ["image", "subject"] + columns + ["source"]
-        train_ids = {r[1] for r in train_rows}
-        held_ids = {r[1] for r in held_rows}
-        assert not train_ids & held_ids, "an identity is on both sides of the split"
-        atomic_write_csv(out / "train.csv", header, sorted(train_rows))
-        atomic_write_csv(out / "held_out.csv", header, sorted(held_rows))
-        if baseline is not None:
-            write_sources(out / SOURCES_FILE, {s: baselines.get(s) for s in records}, ids)
-        atomic_write_csv(out / SKIPPED_FILE, ["source", "identity", "reason"],
-                   sorted((s, identity_of.get(s, ""), r) for s, r in skipped.items()))
-
-    reasons: dict[str, int] = {}
-    for reason in skipped.values():
-        key = reason.split(":")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-    summary = {
-        "out_dir": str(out), "photos": len(rows), "photos_used": len(records), "photos_skipped": len(skipped),
-        "skip_reasons": dict(sorted(reasons.items())), "images_written": written, "images_reused": reused_images,
-        "train_images": len(train_rows), "held_out_images": len(held_rows),
-        "train_identities": len(train_ids), "held_out_identities": len(held_ids),
-        "photos_with_baseline": sum(1 for s in records if baselines.get(s) is not None),
-        "au_columns": columns, "seconds": round(time.time() - start, 2),
-    }
-    say(f"synth: {written} images written, {reused_images} reused, {len(skipped)} photos skipped")
-    return summary
+        run.write()
+    run.say(f"synth: {run.written} images written, {run.reused_images} reused, {len(run.skipped)} photos skipped")
+    return run.summary(time.time() - start)

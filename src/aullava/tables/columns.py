@@ -3,8 +3,8 @@
 One layout for everything, so tables of photos, of videos and of both line up (and shards of several processes
 concatenate): `file, frame, timestamp, face, face_id, success, confidence, x0, y0, x1, y1, pose_pitch, pose_yaw,
 pose_roll, gaze_angle_x, gaze_angle_y`, the AU answers and their probabilities, the optional blendshapes
-(`bs_<name>`) and landmarks (`x_0` … `z_477`), then `error`. A photo's row has an empty `frame` and `timestamp` (it is not a frame; `aullava plot` tells
-photo tables from video tables by them) and `face_id` = `face`. `success` is 1 on a face's row and 0 on a row
+(`bs_<name>`) and landmarks (`x_0` … `z_477`), then `error`. A photo's row has an empty `frame` and `timestamp`
+(it is not a frame; `aullava plot` tells photo tables from video tables by them) and `face_id` = `face`. `success` is 1 on a face's row and 0 on a row
 without a face: a failed file (with `error`), or a video frame where no face was found (no error: that is a normal
 moment of a video, as in OpenFace). Column types are fixed (whole numbers stay whole where a value is missing), so
 a table written in chunks is byte for byte the table written at once.
