@@ -295,19 +295,6 @@ class SynthRun:
         }
 
 
-def _read_skipped(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["source"]: row["reason"] for row in csv.DictReader(fh)}
-
-
-def _format_value(x: float) -> str:
-    if x != x:  # NaN: unknown, an empty cell (masked in training)
-        return ""
-    return "0" if x == 0 else f"{x:.3f}".rstrip("0").rstrip(".")
-
-
 def run_synth(index_csv: str | os.PathLike, out_dir: str | os.PathLike, per_image: int = 4, held_out: float = 0.2,
               seed: int = 0, limit: int | None = None, crop_size: int = 224, workers: int = 1,
               progress: bool = True, *, au_ids: Iterable[str | int] | str = "default", gain: float = 1.0,

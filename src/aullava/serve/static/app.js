@@ -96,11 +96,12 @@ function faceTable(face, aus, index) {
   return box;
 }
 
-function drawPicture(image, answer) {
-  const canvas = $("canvas");
-  const scale = Math.min(1, MAX_CANVAS / image.naturalWidth);
-  canvas.width = Math.round(image.naturalWidth * scale);
-  canvas.height = Math.round(image.naturalHeight * scale);
+// the picture (an <img>, or a canvas holding a camera frame) at most MAX_CANVAS wide, with every face's box and number
+function drawPicture(image, answer, canvas = $("canvas")) {
+  const [width, height] = [image.naturalWidth || image.width, image.naturalHeight || image.height];
+  const scale = Math.min(1, MAX_CANVAS / width);
+  canvas.width = Math.round(width * scale);
+  canvas.height = Math.round(height * scale);
   const context = canvas.getContext("2d");
   context.drawImage(image, 0, 0, canvas.width, canvas.height);
   const boxScale = canvas.width / answer.image_size[0]; // boxes are in the decoded (possibly downsized) image
@@ -132,6 +133,14 @@ function showVideo(answer) {
   $("result").hidden = false;
 }
 
+// POST /predict; the server's JSON answer, or an Error carrying its message
+async function postPredict(form) {
+  const response = await fetch("predict", { method: "POST", body: form });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  return answer;
+}
+
 async function analyse(file) {
   if (typeof stopLive === "function") stopLive();
   $("live").hidden = true;
@@ -141,9 +150,7 @@ async function analyse(file) {
   form.append("file", file, file.name);
   let answer;
   try {
-    const response = await fetch("predict", { method: "POST", body: form });
-    answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+    answer = await postPredict(form);
   } catch (err) {
     setStatus(String(err.message || err), true);
     return;

@@ -1,8 +1,8 @@
 // Live mode: the browser's camera, one frame at a time to the local server's POST /predict (binary format: the
 // fastest answer), the next frame sent only when the answer to the last one is back, so nothing queues and the
-// page runs at the pace the model answers. Shows the analysed frame with its face box, the AU bars of the first
+// page runs at the pace the model answers. Shows the analysed frame with its face boxes, the AU bars of the first
 // face, a scrolling time plot of the chosen AUs' p(present), and the frame rate achieved. Frames go to this
-// page's own server and nowhere else. Uses app.js's helpers ($, element, bar, setStatus, auNames, COLOURS).
+// page's own server and nowhere else. Uses app.js's helpers ($, element, bar, drawPicture, postPredict, setStatus, auNames, COLOURS).
 "use strict";
 
 const LIVE_PLOT_SECONDS = 60;
@@ -74,9 +74,7 @@ async function liveLoop() {
     const sent = performance.now();
     let answer;
     try {
-      const response = await fetch("predict", { method: "POST", body: form });
-      answer = await response.json();
-      if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+      answer = await postPredict(form);
     } catch (err) {
       setStatus(`live: ${err.message || err}`, true);
       await sleep(1000); // the server is busy or gone: try again, slowly
@@ -91,20 +89,10 @@ async function liveLoop() {
 
 function showLiveAnswer(frame, answer) {
   const seconds = (performance.now() - live.started) / 1000;
-  const canvas = $("live-canvas");
-  const scale = Math.min(1, MAX_CANVAS / frame.width);
-  canvas.width = Math.round(frame.width * scale);
-  canvas.height = Math.round(frame.height * scale);
-  const context = canvas.getContext("2d");
-  context.drawImage(frame, 0, 0, canvas.width, canvas.height);
+  drawPicture(frame, answer, $("live-canvas"));
   const face = answer.faces[0];
   const point = { t: seconds, p: {} };
   if (face) {
-    const boxScale = canvas.width / answer.image_size[0];
-    const [x0, y0, x1, y1] = face.box.map((v) => v * boxScale);
-    context.lineWidth = 3;
-    context.strokeStyle = COLOURS[0];
-    context.strokeRect(x0, y0, x1 - x0, y1 - y0);
     answer.aus.forEach((au, i) => { point.p[au] = face.expected.binary ? face.expected.binary[i] : null; });
     $("live-face").replaceChildren(liveTable(face, answer.aus));
   } else {
