@@ -1,6 +1,6 @@
 """Drives the page's live mode (`aullava serve`, "Camera: analyse live") in real headless Chromium whose camera is
 a video file (Chromium's fake media-stream switches), and reports what the page did: frames analysed, the frame
-rate it showed, and how often the AU bars changed. Used by tests/test_live_page.py; run alone it takes the README's
+rate it showed, and how often the AU bars changed. Used by tests/serve/test_live_page.py; run alone it takes the README's
 screenshot with the default model:
 
     .venv/bin/python scripts/live_page.py --screenshot docs/live-page.png [--url http://127.0.0.1:8000]

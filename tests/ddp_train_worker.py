@@ -1,4 +1,4 @@
-"""One rank of the multi-process training test (tests/test_distributed.py), started by `torchrun`.
+"""One rank of the multi-process training test (tests/training/test_distributed.py), started by `torchrun`.
 
 Trains the tiny CLIP + LLaMA recipe with `aullava.training.train` (the code path `aullava train` uses) and records,
 per rank, what the test asserts on: the dataset items this rank loaded, in order; which checkpoints this rank wrote;

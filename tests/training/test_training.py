@@ -78,8 +78,8 @@ def test_recipe_overrides(tmp_path):
     assert recipe["data"]["formats"] == ["binary"]
 
 
-RECIPES = sorted([*(Path(__file__).parents[1] / "configs").glob("*.yaml"),
-                  *(Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml")])
+RECIPES = sorted([*(Path(__file__).parents[2] / "configs").glob("*.yaml"),
+                  *(Path(__file__).parents[2] / "configs" / "experiments").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

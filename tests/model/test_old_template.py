@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-RECORD = Path(__file__).parent / "data" / "v2_template_answers.json"
+RECORD = Path(__file__).parents[1] / "data" / "v2_template_answers.json"
 
 
 def _answers(tokenizer_dir, folder: Path) -> dict:
     from aullava.model.decoding import AnswerDecoder
     from aullava.model.modeling import AuLlavaModel
     from aullava.model.prompts import TEMPLATE_V2
-    from test_parallel_decoding import random_crops, tiny_model
+    from decoding_helpers import random_crops, tiny_model
 
     model = tiny_model(tokenizer_dir, "disfa", 11)
     model.config.template_version = TEMPLATE_V2
@@ -42,7 +42,7 @@ def test_a_v2_checkpoint_loads_and_answers_as_recorded(char_tokenizer_dir, tmp_p
 if __name__ == "__main__" and "--write" in sys.argv:
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from conftest import make_char_tokenizer
 
     with tempfile.TemporaryDirectory() as folder:

@@ -14,7 +14,7 @@ from aullava.cli import main
 from aullava.model.config import AuLlavaConfig
 from aullava.training.recipe import check_recipe, load_recipe
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _write(tmp_path, text: str):

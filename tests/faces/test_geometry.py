@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_model_config
-from test_parallel_decoding import compare, random_crops, tiny_model
+from decoding_helpers import compare, random_crops, tiny_model
 
 from aullava.aus.answer_format import ALL_FORMATS, AnswerFormat
 from aullava.faces.geometry_features import BLENDSHAPE_NAMES, FEATURE_SIZE, LANDMARK_FEATURES, geometry_features

@@ -128,7 +128,7 @@ def test_smaller_cases_are_one_clear_line_with_the_right_exit_code(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no rows (only a header)" in err and "unexpected" not in err
 
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "patterns-smoke.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "patterns-smoke.yaml"
     assert main(["train", "--config", str(recipe), "--set", "training.max_steps=abc"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: training.max_steps must be a whole number, got 'abc'"
@@ -187,7 +187,7 @@ def test_batch_invariance_alone_or_among_others_same_answers_and_probabilities(c
 
     from aullava.aus.answer_format import ALL_FORMATS
     from aullava.model.decoding import AnswerDecoder
-    from test_parallel_decoding import random_crops, tiny_model
+    from decoding_helpers import random_crops, tiny_model
 
     model = tiny_model(char_tokenizer_dir, "bp4d", 12)
     decoder = AnswerDecoder(model)

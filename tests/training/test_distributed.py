@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import aullava
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 pytestmark = pytest.mark.distributed
 
 
