@@ -1,5 +1,9 @@
 """Shared fixtures: a character-level tokenizer, tiny random configs of the real model classes, and the analysis
-scripts (`scripts/*.py`, not a package) loaded as modules."""
+scripts (`scripts/*.py`, not a package) loaded as modules.
+
+The test folders mirror `src/aullava` (one per part; `scripts/` for the analysis scripts), except that the tests of
+`aullava.datasets` live in `dataset_readers/`: this folder is on sys.path, and a folder named `datasets` would pose
+as the HF `datasets` package that transformers probes for."""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def test_blendshapes_only_ignores_the_landmarks(char_tokenizer_dir):
 
 # ----- checkpoint ---------------------------------------------------------------------------------------------
 def test_save_load_round_trip_and_a_missing_geometry_file(char_tokenizer_dir, tmp_path):
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
 
     model = geometry_model(char_tokenizer_dir, "disfa", 5, vision="efficientnet")
     crops, geometry = random_crops(3, 5, size=64), random_geometry(3, 5)

@@ -204,7 +204,7 @@ def _rewrite(path: Path, keep) -> None:
 
 
 def test_checkpoint_missing_adapter_tensors_is_refused(checkpoint):
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
     from aullava.model.modeling import AuLlavaModel
 
     names = sorted(__import__("safetensors.torch").torch.load_file(str(checkpoint / "adapter_model.safetensors")))
@@ -218,7 +218,7 @@ def test_checkpoint_missing_adapter_tensors_is_refused(checkpoint):
 
 
 def test_checkpoint_with_an_empty_adapter_is_refused(checkpoint):
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
     from aullava.model.modeling import AuLlavaModel
 
     _rewrite(checkpoint / "adapter_model.safetensors", lambda k, v: None)
@@ -227,7 +227,7 @@ def test_checkpoint_with_an_empty_adapter_is_refused(checkpoint):
 
 
 def test_checkpoint_with_a_wrong_projector_shape_is_refused(checkpoint):
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
     from aullava.model.modeling import AuLlavaModel
 
     _rewrite(checkpoint / "projector.safetensors", lambda k, v: v[:, :-1].contiguous() if v.ndim == 2 else v)
@@ -254,7 +254,7 @@ def test_config_json_that_is_not_an_object_is_one_error_line(checkpoint, capsys,
 
 
 def test_config_json_list_refused_by_from_pretrained(checkpoint):
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
     from aullava.model.modeling import AuLlavaModel
 
     (checkpoint / "config.json").write_text("[]")

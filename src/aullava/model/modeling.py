@@ -19,32 +19,27 @@ trained default model is a few MB.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
 from aullava.model.config import AuLlavaConfig
-from aullava.model.checkpoint_files import CheckpointError, check_tensors, read_tensors
+from aullava.model import checkpoint
+from aullava.model.checkpoint import (ADAPTER_NAME, BASE_NAME, CONFIG_NAME, GEOMETRY_NAME, GEOMETRY_PREFIXES,
+                                     PROJECTOR_NAME)
 from aullava.model.encoder import build_vision_encoder
 from aullava.model.geometry_encoder import GeometryEncoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
 from aullava.model.processing import AuLlavaProcessor
 from aullava.model.projector import build_projector
-from aullava.model.prompts import TEMPLATE_VERSIONS
 
-CONFIG_NAME = "config.json"
-PROJECTOR_NAME = "projector.safetensors"
-GEOMETRY_NAME = "geometry.safetensors"
-GEOMETRY_PREFIXES = ("geometry_encoder.", "geometry_projector.")
-BASE_NAME = "base_model.safetensors"
-ADAPTER_NAME = "adapter_model.safetensors"
+__all__ = ["ADAPTER_NAME", "BASE_NAME", "CONFIG_NAME", "GEOMETRY_NAME", "PROJECTOR_NAME", "AuLlavaModel",
+           "AuLlavaOutput"]
 
 
 def _lora_target_regex(config: AuLlavaConfig, vision_pattern: str) -> str:
@@ -244,129 +239,46 @@ class AuLlavaModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # ----- save / load ----------------------------------------------------------------------------------------
-    def _full_weight_prefixes(self) -> list[str]:
-        """Parts whose every weight goes into the checkpoint: built with random init (nothing to reload them
-        from), or tuned in full."""
-        prefixes = []
-        if self.config.llm.config is not None or self.config.tuning.llm == "full":
-            prefixes.append("language_model.")
-        vision = self.config.vision
-        if (vision.config is not None or self.config.tuning.vision == "full"
-                or (vision.type == "efficientnet-lite0" and not vision.pretrained)):
-            prefixes.append("vision_encoder.")
-        return prefixes
-
+    # ----- save / load (aullava.model.checkpoint) ----------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
                         **_: Any) -> None:
-        """Writes the checkpoint directory. `state_dict` (from Trainer under FSDP/DeepSpeed) overrides the live
-        weights; extra keyword arguments from Trainer are accepted and ignored."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = state_dict if state_dict is not None else self.state_dict()
-        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        config = self.config.to_dict()
-        save_file({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")},
-                  str(out / PROJECTOR_NAME))
-        if self.wants_geometry:
-            save_file({k: v for k, v in state.items() if k.startswith(GEOMETRY_PREFIXES)}, str(out / GEOMETRY_NAME))
-        if self.lora_config is not None:
-            from peft import get_peft_model_state_dict
-
-            adapter = get_peft_model_state_dict(self, state_dict=state)
-            save_file({k: v.contiguous() for k, v in adapter.items()}, str(out / ADAPTER_NAME))
-            self.lora_config.save_pretrained(str(out))
-        random_parts = self._full_weight_prefixes()
-        if random_parts:
-            base = {k: v for k, v in state.items() if k.startswith(tuple(random_parts)) and "lora_" not in k}
-            save_file(_untie(base), str(out / BASE_NAME))
-        if self.config.llm.config is not None:
-            self.tokenizer.save_pretrained(str(out / "tokenizer"))
-            config["llm"] = {**config["llm"], "tokenizer": "tokenizer"}
-        (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        """Writes the checkpoint directory (the module docstring lists its files). `state_dict` (from Trainer under
+        FSDP/DeepSpeed) overrides the live weights; extra keyword arguments from Trainer are accepted and ignored."""
+        checkpoint.save(self, Path(save_directory), state_dict)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "AuLlavaModel":
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: not an aullava checkpoint (no {CONFIG_NAME})")
-        try:
-            data = json.loads((directory / CONFIG_NAME).read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{directory / CONFIG_NAME}: not readable JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{directory / CONFIG_NAME}: expected a JSON object of model settings, "
-                                  f"found {type(data).__name__}")
-        config = AuLlavaConfig.from_dict(data, where=str(directory / CONFIG_NAME))
-        if config.template_version not in TEMPLATE_VERSIONS:
-            raise ValueError(f"{directory}: trained with prompt template {config.template_version!r}, "
-                             f"this aullava speaks {', '.join(TEMPLATE_VERSIONS)}")
-        model = cls(config, checkpoint_dir=directory)
+        model = cls(checkpoint.read_config(Path(directory)), checkpoint_dir=Path(directory))
         model.load_trainable(directory)
         model.eval()
         return model
 
     def expected_tensors(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Per checkpoint file, the tensor names and shapes a checkpoint of this model must hold."""
-        expected = {PROJECTOR_NAME: {k: tuple(v.shape) for k, v in self.projector.state_dict().items()}}
-        if self.wants_geometry:
-            expected[GEOMETRY_NAME] = {k: tuple(v.shape) for k, v in self.state_dict().items()
-                                       if k.startswith(GEOMETRY_PREFIXES)}
-        if self.lora_config is not None:
-            from peft import get_peft_model_state_dict
-
-            expected[ADAPTER_NAME] = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(self).items()}
-        prefixes = tuple(self._full_weight_prefixes())
-        if prefixes:
-            expected[BASE_NAME] = {k: tuple(v.shape) for k, v in self.state_dict().items()
-                                   if k.startswith(prefixes) and "lora_" not in k}
-        return expected
+        return checkpoint.expected_tensors(self)
 
     def read_checkpoint(self, directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
         """Every tensor file of a checkpoint, checked against `expected_tensors` (CheckpointError otherwise)."""
-        directory = Path(directory)
-        files = {}
-        for name, expected in self.expected_tensors().items():
-            files[name] = read_tensors(directory / name)
-            check_tensors(directory / name, files[name], expected)
-        return files
+        return checkpoint.read_checked(self, Path(directory))
 
     def load_trainable(self, directory: str | Path) -> None:
         """Loads base (random-init parts), projector and LoRA weights from a checkpoint directory in place, after
         checking that every expected tensor is there with its shape."""
-        self._load_checkpoint(Path(directory), keep=lambda key: True)
+        checkpoint.load_parts(self, Path(directory), keep=lambda key: True)
 
     def load_image_side(self, directory: str | Path) -> None:
         """Loads only what the vision stage trains (encoder LoRA or weights, projector, geometry stream) from
         another model's checkpoint; the LLM keeps its fresh LoRA. Arms that differ only in their LLM stage can
         then share one warm-up instead of repeating it (`vision_stage.from` in a recipe). The whole checkpoint is
         checked first, so a model of another architecture is refused with the tensor that differs."""
-        self._load_checkpoint(Path(directory), keep=lambda key: not key.startswith("language_model."))
+        checkpoint.load_parts(self, Path(directory), keep=lambda key: not key.startswith("language_model."))
 
     def load_llm_side(self, directory: str | Path) -> None:
         """Loads only the LLM's LoRA (or weights) from another model's checkpoint of the same architecture, as the
         starting point of an LLM stage (`llm_stage.from`): a model retrained for a new prompt layout or a changed
         image side starts from what the old one learnt about answering instead of from nothing."""
-        self._load_checkpoint(Path(directory), keep=lambda key: key.startswith("language_model."), projector=False)
-
-    def _load_checkpoint(self, directory: Path, keep, projector: bool = True) -> None:
-        """The checked checkpoint's projector (unless not `projector`) and those of its other tensors whose names
-        `keep` accepts."""
-        files = self.read_checkpoint(directory)
-        if projector:
-            self.projector.load_state_dict(files[PROJECTOR_NAME])
-        for name in (BASE_NAME, GEOMETRY_NAME):
-            if name in files:
-                _, unexpected = self.load_state_dict(
-                    {k: v for k, v in files[name].items() if keep(k)}, strict=False)
-                if unexpected:
-                    raise ValueError(f"{directory / name}: unexpected weights {unexpected[:5]}")
-        if self.lora_config is not None:
-            from peft import set_peft_model_state_dict
-
-            result = set_peft_model_state_dict(self, {k: v for k, v in files[ADAPTER_NAME].items() if keep(k)})
-            if result.unexpected_keys:
-                raise ValueError(f"{directory / ADAPTER_NAME}: unexpected LoRA weights {result.unexpected_keys[:5]}")
+        checkpoint.load_parts(self, Path(directory), keep=lambda key: key.startswith("language_model."),
+                              projector=False)
 
     def trainable_parameters(self) -> dict[str, int]:
         counts = {"projector": 0, "lora_vision": 0, "lora_llm": 0, **({"geometry": 0} if self.wants_geometry else {})}
@@ -378,13 +290,3 @@ class AuLlavaModel(nn.Module):
             counts[key] += param.numel()
         return counts
 
-
-def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage (tied embeddings): store each tensor once, as its own copy."""
-    seen: dict[int, str] = {}
-    out = {}
-    for key, tensor in state.items():
-        ptr = tensor.data_ptr()
-        out[key] = tensor.clone() if ptr in seen else tensor
-        seen.setdefault(ptr, key)
-    return out

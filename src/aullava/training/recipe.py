@@ -215,7 +215,7 @@ def train(recipe: dict[str, Any], resume: bool | str = True, callbacks: list | N
 def last_good_checkpoint(model: AuLlavaModel, output_dir: Path) -> str | None:
     """The newest `checkpoint-N` whose weights and Trainer state are intact: a run killed while writing its last
     checkpoint resumes from the one before, and says so."""
-    from aullava.model.checkpoint_files import CheckpointError, trainer_state_problem
+    from aullava.model.checkpoint import CheckpointError, trainer_state_problem
 
     if get_last_checkpoint(str(output_dir)) is None:
         return None

@@ -169,7 +169,7 @@ def _save_progress(directory: Path, model, head: AUHead, optimizer, schedule, lo
 def _load_progress(directory: Path, model, head: AUHead, optimizer, schedule, steps: int) -> list[float]:
     """The losses so far, with the weights and optimizer restored, from `directory` (or the copy a kill between
     the two renames of `_save_progress` left as `.old`); [] if there is no complete progress to resume."""
-    from aullava.model.checkpoint_files import CheckpointError
+    from aullava.model.checkpoint import CheckpointError
 
     for candidate in (directory, directory.with_name(directory.name + ".old")):
         if not all((candidate / name).is_file() for name in PROGRESS_FILES):
