@@ -8,6 +8,7 @@ Checkpoint directory (what `save_pretrained` writes and `from_pretrained` reads)
     config.json                  AuLlavaConfig: parts, LoRA, AU set, prompt style, template version
     projector.safetensors        the fully trained projector
     geometry.safetensors         only with `geometry.enabled`: the geometry encoder and its projector (full weights)
+    draft_head.safetensors       optional: a guess of the binary answer the exact readout starts from (`draft_head`)
     adapter_config.json          peft LoRA config (encoder + LLM in one adapter)
     adapter_model.safetensors    peft LoRA weights
     base_model.safetensors       only for parts built from a config with random init (nothing pretrained to reload)
@@ -32,6 +33,7 @@ from aullava.model.config import AuLlavaConfig
 from aullava.model import checkpoint
 from aullava.model.checkpoint import (ADAPTER_NAME, BASE_NAME, CONFIG_NAME, GEOMETRY_NAME, GEOMETRY_PREFIXES,
                                      PROJECTOR_NAME)
+from aullava.model.draft_head import DraftHead, load_draft_head
 from aullava.model.encoder import build_vision_encoder
 from aullava.model.geometry_encoder import GeometryEncoder
 from aullava.model.llm import build_llm, cache_argument, final_logits
@@ -100,6 +102,7 @@ class AuLlavaModel(nn.Module):
         for part, module in (("vision", self.vision_encoder), ("llm", self.language_model)):
             if getattr(config.tuning, part) == "full":  # ... and so is any part tuned "full"
                 module.requires_grad_(True)
+        self.draft_head: DraftHead | None = None  # optional: `from_pretrained` loads one the checkpoint has
         self.processor = AuLlavaProcessor(self.tokenizer, self.au_set, config.prompt_style, self.num_image_tokens,
                                           config.present_weight, num_geometry_tokens=self.num_geometry_tokens,
                                           present_weights=config.present_weights,
@@ -250,6 +253,8 @@ class AuLlavaModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> "AuLlavaModel":
         model = cls(checkpoint.read_config(Path(directory)), checkpoint_dir=Path(directory))
         model.load_trainable(directory)
+        model.draft_head = load_draft_head(directory, model.language_model.get_input_embeddings().embedding_dim,
+                                           len(model.au_set))
         model.eval()
         return model
 

@@ -95,6 +95,10 @@ class ParallelDecoder:
         config = model.config
         self.present_weights = np.array([float((config.present_weights or {}).get(au, config.present_weight))
                                          for au in self.au_set.ids])
+        # the draft head guesses the model's own AU set; one pass reads each value given its draft, so it keeps
+        # the all-absent draft its answers are defined by
+        self._drafts_from_head = (getattr(model, "draft_head", None) is not None and not one_pass
+                                  and tuple(self.au_set.ids) == tuple(model.au_set.ids))
 
     # ----- model passes --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -162,7 +166,8 @@ class ParallelDecoder:
         `geometry` (B, FEATURE_SIZE): the faces' geometry, for a model with the geometry stream.
 
         Formats are decoded in order; by default each draft is the answer already decoded for the previous format
-        of the same face (converted by the format rules), the first all-absent."""
+        of the same face (converted by the format rules); the first is the model's draft head's guess
+        (`aullava.model.draft_head`) where it has one and the readout is exact, else all absent."""
         formats = [AnswerFormat.parse(f) for f in formats]
         embeds = self.face_embeds(crops, geometry)
         faces: dict[tuple[int, ...], KVState] = {}
@@ -173,6 +178,8 @@ class ParallelDecoder:
                 guesses = drafts[fmt]
             elif previous is not None:
                 guesses = previous
+            elif self._drafts_from_head:
+                guesses = [(vector, AnswerFormat.BINARY) for vector in self.model.draft_head.draft(embeds)]
             else:
                 guesses = [np.zeros(len(self.au_set), dtype=np.float32)] * crops.shape[0]
             before = self.before_ids[fmt]
