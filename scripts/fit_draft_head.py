@@ -58,23 +58,32 @@ def readout(model, crops: np.ndarray, batch: int, head=None) -> tuple[np.ndarray
     return np.concatenate(features), np.asarray(answers), np.asarray(passes)
 
 
-def fit(features: np.ndarray, answers: np.ndarray, hidden: int):
-    from sklearn.linear_model import LogisticRegression
-
+def fit(features: np.ndarray, answers: np.ndarray, hidden: int, l2: float = 1e-3):
+    """Logistic regression of every AU at once (L-BFGS on the mean binary cross-entropy plus `l2` times the squared
+    weights); an AU answered the same on every face gets a constant guess."""
     from aullava.model.draft_head import DraftHead
 
     head = DraftHead(hidden, answers.shape[1])
-    weight, bias = np.zeros((answers.shape[1], hidden)), np.zeros(answers.shape[1])
-    for au in range(answers.shape[1]):
-        y = answers[:, au] >= 0.5
-        if y.all() or not y.any():  # one answer only: a constant guess
-            bias[au] = 10.0 if y.all() else -10.0
-            continue
-        model = LogisticRegression(C=1.0, max_iter=2000).fit(features, y)
-        weight[au], bias[au] = model.coef_[0], model.intercept_[0]
+    x = torch.from_numpy(features).float()
+    y = torch.from_numpy((answers >= 0.5).astype(np.float32))
+    weight = torch.zeros(answers.shape[1], hidden, requires_grad=True)
+    bias = torch.zeros(answers.shape[1], requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight.T + bias, y) \
+            + l2 * (weight ** 2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
     with torch.no_grad():
-        head.linear.weight.copy_(torch.from_numpy(weight))
-        head.linear.bias.copy_(torch.from_numpy(bias))
+        constant = (y.mean(dim=0) == 0) | (y.mean(dim=0) == 1)
+        weight[constant] = 0
+        bias[constant] = torch.where(y.mean(dim=0)[constant] == 1, 10.0, -10.0)
+        head.linear.weight.copy_(weight)
+        head.linear.bias.copy_(bias)
     return head.eval()
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the default model from what is available offline: synthetic warps with exact labels, teacher-labelled real
 # photos, CPU training (vision warm-up, then the LLM stage), calibration, held-out evaluation next to the MediaPipe
-# baseline, and packaging into the package resources. About 2–2.5 h on 2 idle CPU cores for configs/default-model.yaml
-# (run nothing else meanwhile: two torch processes on 2 cores slow each other several-fold).
+# baseline, and packaging into the package resources. configs/default-model.yaml is the shipped model's last link
+# (from models/default-model-v4: ~65 min on 2 idle CPU cores); configs/experiments/default-model-v2.yaml the first,
+# from scratch (~2-2.5 h). Run nothing else meanwhile: two torch processes on 2 cores slow each other several-fold.
 # RECIPE=configs/experiments/<arm>.yaml trains an arm instead (into its own folder, not packaged), e.g.
 # default-model-v4.yaml (prompt v3 + steadiness, from models/default-model-v2-3k: ~80 min) or default-model-v3.yaml
 # (it builds the v3 data too). Every arm is evaluated on the same held-out faces (the v2 data's held-out manifests).
@@ -39,10 +40,15 @@ $A eval --data runs/eval-synth-test.yaml --model "$OUT" --limit 150 --baseline m
   --out "runs/report-synth$SUFFIX"
 $A eval --data runs/eval-teacher-test.yaml --model "$OUT" --limit 150 --baseline mediapipe-raw \
   --formats binary continuous --out "runs/report-real$SUFFIX"
+# the exact readout's first guess (same answers, fewer passes): fitted to the model's own answers on training faces
+.venv/bin/python scripts/fit_draft_head.py --model "$OUT" --manifest runs/data/synth/train.csv \
+  --manifest runs/data/teacher/real_train.csv --crop-cache runs/data/crops --faces 1200
 if [ -n "$SUFFIX" ]; then echo "trained $RECIPE into $OUT (not packaged: only configs/default-model.yaml is)"; exit 0; fi
 mkdir -p src/aullava/resources/default_model
 rm -f src/aullava/resources/default_model/*
 cp "$OUT"/{config.json,projector.safetensors,adapter_config.json,adapter_model.safetensors} \
   src/aullava/resources/default_model/
-if [ -f "$OUT/geometry.safetensors" ]; then cp "$OUT/geometry.safetensors" src/aullava/resources/default_model/; fi
+for optional in geometry.safetensors draft_head.safetensors; do
+  if [ -f "$OUT/$optional" ]; then cp "$OUT/$optional" src/aullava/resources/default_model/; fi
+done
 echo "packaged $OUT into src/aullava/resources/default_model"

@@ -5,8 +5,9 @@ face and on 20 photos of the shared face collection (file names relative to it; 
 Reuse: `load_recording()` gives the recorded dict; `answers_of(predictor, files)` gives the same structure for the
 code under test, so a test compares the two with `==` (texts exactly, values exactly: they parse from the texts).
 
-The shipped default model is of the v2 prompt template: this recording, made before the v3 layout existed, also
-shows that old checkpoints keep loading and answering as they did.
+The "v2-3k" recording is the default model of 2026-12-03 to 2026-12-05 (prompt template v2, kept in
+models/default-model-v2-3k), recorded while it was shipped: old checkpoints keep loading and answering as they did.
+The "default" recording was re-made on 2026-12-06 when v5 (prompt template v3) became the default model.
 
 Regenerate only on purpose (that model or its prompt changed):
     .venv/bin/python tests/recorded_answers.py --write [default]
@@ -21,8 +22,11 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 RECORDINGS = {  # name → (model directory, None for the shipped default; its recording)
     "default": (None, Path(__file__).parent / "data" / "default_model_answers.json"),
+    # the default model of 2026-12-03 to 2026-12-05 (prompt template v2), recorded while it was shipped
+    "v2-3k": (str(REPO / "models" / "default-model-v2-3k"), Path(__file__).parent / "data" / "v2_3k_model_answers.json"),
 }
 FACES_DIR = Path(os.environ.get("AULLAVA_SHARED_FACES", "/work/shared/faces"))
 NUM_PHOTOS = 20
