@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESTING = (({"AU12": 0.6}, "AU12"), ({"AU04": 0.6}, "AU04"), ({"AU15": 0.6}, "AU15"), ({"AU01": 0.5, "AU02": 0.5},
-           "AU01"), ({"AU10": 0.5}, "AU10"), ({"AU14": 0.6}, "AU14"), ({"AU07": 0.6}, "AU07"),
-           ({"AU17": 0.6}, "AU17"))
-ANTAGONISTS = {"AU12": ("AU15",), "AU15": ("AU12",), "AU17": ("AU26", "AU25"), "AU01": ("AU04",), "AU04": ("AU01",
-               "AU02")}
+# (resting expression, the AU it is named by), in the AU set's ids (AU1, not AU01)
+RESTING = (({"AU12": 0.6}, "AU12"), ({"AU4": 0.6}, "AU4"), ({"AU15": 0.6}, "AU15"), ({"AU1": 0.5, "AU2": 0.5}, "AU1"),
+           ({"AU10": 0.5}, "AU10"), ({"AU14": 0.6}, "AU14"), ({"AU7": 0.6}, "AU7"), ({"AU17": 0.6}, "AU17"))
+ANTAGONISTS = {"AU12": ("AU15",), "AU15": ("AU12",), "AU17": ("AU26", "AU25"), "AU1": ("AU4",), "AU4": ("AU1", "AU2")}
 PRESENT = 0.10  # the project's rule: present = intensity >= 0.10
 GAIN = 2.5  # the synth's gain of the shipped model's training data
 
@@ -46,6 +45,7 @@ def build(args) -> pd.DataFrame:
     index = index.drop_duplicates("identity").sort_values("identity")
     rng = np.random.default_rng(args.seed)
     ids = list(au_set("default").ids)
+    assert all(a in ids for rest, _ in RESTING for a in rest), "RESTING names AUs outside the default set"
     rows, persons = [], 0
     with FaceDetector() as detector:
         for _, entry in index.sample(frac=1.0, random_state=args.seed).iterrows():
@@ -82,15 +82,19 @@ def f1(truth: np.ndarray, answer: np.ndarray) -> float:
 
 
 def report(labels: pd.DataFrame, table: pd.DataFrame) -> None:
+    from aullava.aus.catalogue import au_set
+
     merged = labels.merge(table, on="file", suffixes=("", "_table"))
     ids = [c for c in labels.columns if c.startswith("AU")]
+    column = dict(zip(au_set("default").ids, au_set("default").openface_columns("")))  # AU1 → AU01_ (table names)
     lines = []
     for au in ids:
         truth = merged[au].to_numpy() >= PRESENT
         if truth.sum() == 0:
             continue
         row = {"AU": au, "positives": int(truth.sum())}
-        for tag, c, i in (("raw", f"{au}_c", f"{au}_i_mean"), ("corrected", f"{au}_c_bc", f"{au}_i_mean_bc")):
+        name = column[au].rstrip("_")
+        for tag, c, i in (("raw", f"{name}_c", f"{name}_i_mean"), ("corrected", f"{name}_c_bc", f"{name}_i_mean_bc")):
             answer = merged[c].fillna(0).to_numpy().astype(int) == 1
             row[f"F1 {tag}"] = f1(truth, answer)
             row[f"PCC {tag}"] = float(np.corrcoef(merged[au], merged[i].fillna(0))[0, 1])
@@ -103,9 +107,10 @@ def report(labels: pd.DataFrame, table: pd.DataFrame) -> None:
     resting = []
     for person, group in merged.groupby("person"):
         au = group["resting_au"].iloc[0]
+        name = column[au].rstrip("_")
         resting.append({"person": person, "resting AU": au,
-                        "raw: frames read present": float((group[f"{au}_c"] == 1).mean()),
-                        "corrected: frames read present": float((group[f"{au}_c_bc"] == 1).mean())})
+                        "raw: frames read present": float((group[f"{name}_c"] == 1).mean()),
+                        "corrected: frames read present": float((group[f"{name}_c_bc"] == 1).mean())})
     resting = pd.DataFrame(resting)
     print("\neach person's resting AU (never in the labels), share of frames read as present:")
     print(resting.round(3).to_string(index=False))

@@ -303,13 +303,16 @@ def evaluate_tables(truth: pd.DataFrame, predictions: pd.DataFrame, au_ids: AUSe
     for k in keys:
         t[k], p[k] = _align_key_types(t[k], p[k])
     wanted = [c for f in fmts for c in cols[f].values()]
-    for c in dict.fromkeys(wanted):
-        t["t:" + c] = pd.to_numeric(truth[c], errors="coerce").to_numpy() if c in truth else np.nan
-        p["p:" + c] = pd.to_numeric(predictions[c], errors="coerce").to_numpy() if c in predictions else np.nan
+
+    def numeric(table: pd.DataFrame, c: str) -> np.ndarray:
+        return pd.to_numeric(table[c], errors="coerce").to_numpy() if c in table else np.full(len(table), np.nan)
+
     scores, has_probabilities = binary_scores(predictions, aus)
-    for c in scores.values():
-        if "p:" + c not in p:
-            p["p:" + c] = pd.to_numeric(predictions[c], errors="coerce").to_numpy() if c in predictions else np.nan
+    predicted = list(dict.fromkeys([*wanted, *scores.values()]))
+    # all columns at once: one insert per AU column fragments the frame (and pandas warns about it)
+    t = pd.concat([t, pd.DataFrame({"t:" + c: numeric(truth, c) for c in dict.fromkeys(wanted)}, index=t.index)],
+                  axis=1)
+    p = pd.concat([p, pd.DataFrame({"p:" + c: numeric(predictions, c) for c in predicted}, index=p.index)], axis=1)
     merged = t.merge(p, on=keys, how="left", indicator=True)
     matched = (merged["_merge"] == "both").to_numpy()
     if not matched.any():

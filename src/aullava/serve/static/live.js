@@ -7,7 +7,7 @@
 
 const LIVE_PLOT_SECONDS = 60;
 const LIVE_PLOT_MAX = 4; // AUs drawn at once: more lines than this are hard to read
-const LIVE_PREFERRED = ["AU12", "AU06", "AU04", "AU01", "AU25", "AU02"];
+const LIVE_PREFERRED = ["AU12", "AU6", "AU4", "AU1", "AU25", "AU2"]; // the ids /health gives (no leading 0)
 const LIVE_JPEG_QUALITY = 0.9;
 const live = { running: false, stream: null, frames: 0, started: 0, lastMs: 0, history: [], chosen: [] };
 
@@ -101,7 +101,9 @@ function showLiveAnswer(frame, answer) {
   live.history.push(point);
   while (live.history.length && live.history[0].t < seconds - LIVE_PLOT_SECONDS) live.history.shift();
   drawPlot(seconds);
-  const rate = live.frames / Math.max(seconds, 1e-3);
+  const recent = live.history.slice(-10); // the pace of the last answers, not diluted by the camera's start-up
+  const rate = recent.length > 1 ? (recent.length - 1) / Math.max(recent.at(-1).t - recent[0].t, 1e-3)
+    : live.frames / Math.max(seconds, 1e-3);
   $("live-rate").textContent = `${live.frames} frames analysed · ${rate.toFixed(1)} frames/s · ` +
     `last answer ${Math.round(live.lastMs)} ms`;
   document.body.dataset.liveFrames = String(live.frames);
