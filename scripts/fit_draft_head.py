@@ -44,14 +44,14 @@ def readout(model, crops: np.ndarray, batch: int, head=None) -> tuple[np.ndarray
     """Pooled face tokens, exact binary answers and passes per face (with `head` as the model's draft head)."""
     from aullava.aus.answer_format import AnswerFormat
     from aullava.model.decoding.parallel import ParallelDecoder
+    from aullava.model.draft_head import DraftHead
 
     model.draft_head = head
     decoder = ParallelDecoder(model)
     features, answers, passes = [], [], []
     for start in range(0, len(crops), batch):
         part = torch.from_numpy(crops[start:start + batch])
-        features.append(model.draft_head.features(decoder.face_embeds(part)).numpy() if head is not None else
-                        decoder.face_embeds(part).float().mean(dim=1).numpy())
+        features.append(DraftHead.features(decoder.face_embeds(part)).numpy())
         for result in decoder.decode(part, [AnswerFormat.BINARY]):
             answers.append(result[AnswerFormat.BINARY].values)
             passes.append(result[AnswerFormat.BINARY].passes)

@@ -20,18 +20,6 @@ from aullava.faces.detector import FaceDetector
 from aullava.faces.images import load_image
 
 
-def offsets(landmarks: np.ndarray, pose) -> np.ndarray:
-    rotation = gaze.rotation_from_pose(*pose)
-    out = []
-    for (outer, inner), iris in ((gaze.RIGHT_EYE_CORNERS, gaze.RIGHT_IRIS_CENTRE),
-                                 (gaze.LEFT_EYE_CORNERS, gaze.LEFT_IRIS_CENTRE)):
-        corners = gaze._in_head_frame(landmarks[[outer, inner]], rotation)
-        width = np.linalg.norm(corners[1, :2] - corners[0, :2])
-        centre = gaze._in_head_frame(landmarks[[iris]], rotation)[0]
-        out.append((centre[:2] - corners.mean(axis=0)[:2]) / width)
-    return np.asarray(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("index", type=Path, help="a CSV with an `image` column (paths relative to it)")
@@ -44,7 +32,7 @@ def main() -> None:
         for name in rows["image"]:
             faces = detector.detect(load_image(args.index.parent / name))
             if faces and abs(faces[0].pose[1]) < 20 and abs(faces[0].pose[0]) < 20:
-                found.append(offsets(faces[0].landmarks, faces[0].pose))
+                found.append(gaze.iris_offsets(faces[0].landmarks, gaze.rotation_from_pose(*faces[0].pose)))
                 angles.append(gaze.gaze_angles(faces[0].landmarks, faces[0].pose))
     both = np.concatenate(found)
     q = np.percentile(both, [25, 50, 75], axis=0)

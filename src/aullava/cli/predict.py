@@ -311,22 +311,24 @@ def _predict_streamed(args, predictor, sources, formats, selection, out, out_for
 def _add_baseline(args, out: Path, out_format: str) -> None:
     """`--baseline person`: the finished table gets the person-corrected columns (`aullava.tables.baseline`)."""
     from aullava.tables import read_table, rewrite
+
+    rewrite(out, out_format, _with_baseline(read_table(out, out_format), args))
+
+
+def _with_baseline(table, args):
+    """The table with `--baseline person`'s corrected columns; a note per person left without a baseline."""
     from aullava.tables.baseline import with_person_baseline
 
-    table, notes = with_person_baseline(read_table(out, out_format), percentile=args.baseline_percentile)
+    table, notes = with_person_baseline(table, percentile=args.baseline_percentile)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    rewrite(out, out_format, table)
+    return table
 
 
 def _write_table(results, au_set, formats, out: Path, out_format: str, args) -> None:
     table = _table(results, au_set, formats, args)
     if args.baseline:
-        from aullava.tables.baseline import with_person_baseline
-
-        table, notes = with_person_baseline(table, percentile=args.baseline_percentile)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+        table = _with_baseline(table, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, str(out), out_format)
     print(f"wrote {len(table)} rows to {out}", file=sys.stderr)

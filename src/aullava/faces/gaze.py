@@ -54,15 +54,23 @@ def _in_head_frame(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return opengl @ rotation  # rows: R^T v
 
 
-def eye_in_head(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """(2, 3) unit gaze directions of the right and left eye in the head's frame."""
+def iris_offsets(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(2, 2): each iris centre's offset (x, y) from its eye corners' midpoint in the head's frame, in eye widths;
+    right eye first. Before `REST_OFFSET` is taken off (scripts/gaze_rest.py measures it from these)."""
     lm = np.asarray(landmarks, dtype=np.float64)
     out = []
     for (outer, inner), iris in ((RIGHT_EYE_CORNERS, RIGHT_IRIS_CENTRE), (LEFT_EYE_CORNERS, LEFT_IRIS_CENTRE)):
         corners = _in_head_frame(lm[[outer, inner]], rotation)
         width = float(np.linalg.norm(corners[1, :2] - corners[0, :2]))
         centre = _in_head_frame(lm[[iris]], rotation)[0]
-        offset = (centre[:2] - corners.mean(axis=0)[:2]) / max(width, 1e-6) - REST_OFFSET
+        out.append((centre[:2] - corners.mean(axis=0)[:2]) / max(width, 1e-6))
+    return np.asarray(out)
+
+
+def eye_in_head(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(2, 3) unit gaze directions of the right and left eye in the head's frame."""
+    out = []
+    for offset in iris_offsets(landmarks, rotation) - REST_OFFSET:
         sx, sy = np.clip(offset / IRIS_RADIUS, -0.95, 0.95)
         out.append((sx, sy, math.sqrt(max(1.0 - sx * sx - sy * sy, 0.05))))
     directions = np.asarray(out)
