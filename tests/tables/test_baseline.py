@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from aullava.tables import read_table
-from aullava.tables.baseline import MIN_FACES, baseline_columns, person_keys, with_person_baseline
+from aullava.tables.baseline import MIN_FACES, RESTING_P, baseline_columns, person_keys, with_person_baseline
 
 
 def video_rows(file: str, face_id: int, p: list[float], r: list[float]) -> list[dict]:
@@ -27,11 +27,24 @@ def test_a_resting_smile_reads_absent_and_what_rises_above_it_present():
     first, second = out[out["face_id"] == 0], out[out["face_id"] == 1]
     assert first["AU12_c"].tolist() == [1] * 20  # raw: present throughout
     assert first["AU12_c_bc"].tolist() == [0] * 16 + [1] * 4  # corrected: the smiles only
-    assert first["AU12_p_bc"].iloc[-1] == pytest.approx((0.99 - 0.8) / 0.2)
+    logit = lambda x: np.log(x / (1 - x))  # noqa: E731
+    expected = 1 / (1 + np.exp(-(logit(0.99) - (logit(0.8) - logit(RESTING_P)))))
+    assert first["AU12_p_bc"].iloc[-1] == pytest.approx(expected, abs=1e-4)
     assert first["AU12_r_mean_bc"].tolist() == pytest.approx([0.0] * 16 + [2.5] * 4)
     assert first["AU12_r_bc"].tolist() == [0] * 16 + [2] * 4  # 2.5 rounds to even
     assert second["AU12_c_bc"].tolist() == second["AU12_c"].tolist()  # a neutral resting face changes nothing
     assert set(out["person"]) == {"a.mp4#0", "a.mp4#1"}
+
+
+def test_a_resting_face_at_the_top_of_the_scale_still_reads_absent():
+    # a person whose resting face reads p .985-.995 (jitter): the baseline must not let the jitter read as the AU,
+    # as dividing by 1 - b did (p .995 over b .986 was .64 of the way to certainty)
+    rest = list(np.linspace(0.985, 0.995, 20))
+    table = pd.DataFrame(video_rows("b.mp4", 0, rest, [3.0] * 20))
+    out, _ = with_person_baseline(table)
+    assert out["AU12_c"].tolist() == [1] * 20
+    assert out["AU12_c_bc"].tolist() == [0] * 20
+    assert out["AU12_p_bc"].max() < 0.2
 
 
 def test_photos_are_grouped_by_folder_and_small_groups_get_no_baseline():
@@ -48,7 +61,9 @@ def test_photos_are_grouped_by_folder_and_small_groups_get_no_baseline():
     assert notes == [f"bob: 3 faces, no baseline (needs {MIN_FACES})"]
     assert out["AU04_p_bc"].iloc[:MIN_FACES].notna().all() and out["AU04_p_bc"].iloc[MIN_FACES:].isna().all()
     assert out["AU04_c_bc"].iloc[MIN_FACES:].isna().all()
-    assert out["AU04_p_bc"].iloc[:MIN_FACES].min() == 0.0  # the lowest photos are the person's neutral
+    # the lowest photos are the person's neutral: they read like everyone's rest
+    assert out["AU04_p_bc"].iloc[:MIN_FACES].min() == pytest.approx(RESTING_P, abs=0.002)
+    assert (out["AU04_c_bc"].iloc[:MIN_FACES] == 0).all()
 
 
 def test_a_named_column_groups_persons_and_bad_settings_are_refused():

@@ -51,6 +51,10 @@ def add_commands(commands, common) -> None:
     teacher.add_argument("--seed", type=int, default=17)
     teacher.add_argument("--synth", help="an `aullava synth` output folder: its held-out identities are held out "
                          "here too, its training identities are never held out")
+    teacher.add_argument("--rank-aus", type=_au_list, default=(), metavar="AU9,AU10,...",
+                         help="AUs labelled by their rank among the training photos (top 10%% present, bottom 50%% "
+                              "absent, the rest unlabelled) instead of the calibrated map, for AUs whose blendshapes "
+                              "are ordered but too small to calibrate; suggested: AU9,AU10,AU14,AU15")
     teacher.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     teacher.set_defaults(func=_teacher)
 
@@ -81,15 +85,28 @@ def _synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _au_list(text: str) -> tuple[str, ...]:
+    """``"AU9,AU10"`` → ids of the default AU set (the teacher's), or an argparse error naming the unknown one."""
+    from aullava.aus.catalogue import au_set
+
+    known = au_set("default").ids
+    aus = tuple(a.strip().upper().replace("AU0", "AU") for a in text.split(",") if a.strip())
+    unknown = [a for a in aus if a not in known]
+    if unknown or not aus:
+        raise argparse.ArgumentTypeError(f"unknown AU(s) {unknown or text!r}; the teacher labels {', '.join(known)}")
+    return aus
+
+
 def _teacher(args: argparse.Namespace) -> int:
     check_input_file(args.index, "--index")
     check_output_folder(args.out)
     from aullava.teacher.manifests import write_teacher_manifests
 
     s = write_teacher_manifests(args.index, args.out, held_out=args.held_out, seed=args.seed, synth_dir=args.synth,
-                                progress=not args.quiet)
+                                progress=not args.quiet, rank_aus=args.rank_aus)
     print(f"{s['with_face']} of {s['photos']} photos labelled ({s['no_face']} without a face); train "
           f"{s['train_images']} images / {s['train_identities']} identities, held-out {s['held_out_images']} / "
-          f"{s['held_out_identities']}; {len(s['labelled_aus'])} AUs labelled; real_train.csv and "
+          f"{s['held_out_identities']}; {len(s['labelled_aus'])} AUs labelled"
+          f"{' (' + ', '.join(s['rank_aus']) + ' by rank)' if s['rank_aus'] else ''}; real_train.csv and "
           f"real_held_out.csv in {args.out}")
     return EXIT_OK

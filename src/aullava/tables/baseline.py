@@ -9,7 +9,11 @@ How: rows are grouped by person (`person_keys`: a video's `face_id` within its f
 the caller names); within a person with at least `MIN_FACES` faces, the `percentile`-th percentile of each score
 is their baseline b, and the corrected columns are written beside the raw ones (raw kept), suffix `_bc`:
 
-- `AU12_p_bc` = (p − b) / (1 − b) clipped to 0–1: how far from the person's resting score towards certainty;
+- `AU12_p_bc`: p moved in log-odds by as much as the person's baseline b sits above `RESTING_P`, the score the
+  model gives a face without the AU (logit p_bc = logit p − max(0, logit b − logit `RESTING_P`)): a person whose
+  rest reads like everyone's is left alone, one whose rest reads as the AU is brought down to everyone's rest, and
+  a frame above their rest rises above everyone's by the same odds ratio. (The first version, (p − b) / (1 − b),
+  divided by a tiny 1 − b where the rest already read p ≈ 1 and kept such a person's AU present on most frames.)
   `AU12_c_bc` = 1 where it is ≥ 0.5 (the raw `AU12_c` is 1 where p ≥ 0.5, so the rule is the same);
 - `AU12_r_mean_bc` = r_mean − b clipped to 0–5, `AU12_r_bc` its rounding;
 - `AU12_i_mean_bc` = i_mean − b clipped to 0–1, `AU12_i_bc` to two decimals.
@@ -27,6 +31,9 @@ import pandas as pd
 SUFFIX = "_bc"
 DEFAULT_PERCENTILE = 10.0
 MIN_FACES = 10
+# The shipped model's typical p(present) on a face without the AU: median over AUs of the median p on held-out
+# warped faces labelled absent, 0.035 (0.044 as the mean of the AUs' medians; MODEL_CARD "Per-person baseline").
+RESTING_P = 0.04
 PERSON_COLUMN = "person"
 
 
@@ -47,6 +54,18 @@ def person_keys(table: pd.DataFrame, by: str | None = None) -> pd.Series:
         keys = pd.Series(np.where(video, table["file"].astype(str) + "#" + table["face_id"].astype("string")
                                   .fillna(""), folders), index=table.index, dtype="string")
     return keys.where(table["success"].eq(1).fillna(False), pd.NA)
+
+
+def _logit(p: pd.Series) -> pd.Series:
+    p = p.clip(1e-6, 1 - 1e-6)
+    return np.log(p / (1.0 - p))
+
+
+def shift_log_odds(p: pd.Series, base: pd.Series, resting: float = RESTING_P) -> pd.Series:
+    """p lowered in log-odds by how far the person's baseline sits above the everyone's resting score (never
+    raised); NaN where p or the baseline is."""
+    shift = (_logit(base) - float(_logit(pd.Series([resting])).iloc[0])).clip(lower=0.0)
+    return (1.0 / (1.0 + np.exp(-(_logit(p) - shift)))).where(p.notna() & base.notna())
 
 
 def _pairs(columns) -> list[tuple[str, str, str, float, int]]:
@@ -85,7 +104,7 @@ def with_person_baseline(table: pd.DataFrame, percentile: float = DEFAULT_PERCEN
                                                 else np.nan)
         base = base.where(usable.notna())
         if top == 1.0 and score.endswith("_p"):
-            value = ((values - base) / (1.0 - base).clip(lower=1e-6)).clip(0.0, 1.0)
+            value = shift_log_odds(values, base)
             added[corrected] = value.round(4)
             added[answer] = (value >= 0.5).astype("Int64").where(value.notna(), pd.NA)
         else:

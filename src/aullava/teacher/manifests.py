@@ -4,17 +4,20 @@ when one is given)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from aullava.synth.run import read_index, split_identities
-from aullava.teacher.labeler import Teacher
+from aullava.teacher.labeler import Teacher, detect_blendshapes
+from aullava.teacher.ranks import RankRule, fit_rank_reference, rank_labels, save_reference
 
 
 def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.PathLike, held_out: float = 0.2,
                             seed: int = 17, synth_dir: str | os.PathLike | None = None,
-                            teacher: Teacher | None = None, progress: bool = True) -> dict:
+                            teacher: Teacher | None = None, progress: bool = True,
+                            rank_aus: Sequence[str] = (), rank_rule: RankRule = RankRule()) -> dict:
     """Teacher-labelled training manifests of real photos: ``real_train.csv`` and ``real_held_out.csv`` in ``out_dir``.
 
     ``index_csv``: columns ``image`` (relative to the CSV's folder, or absolute) and ``identity`` (or ``subject``),
@@ -26,7 +29,11 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
     Split by identity: ``split_identities(identities, held_out, seed)`` (the seed of the bundled calibration's
     synthetic set is 17). With ``synth_dir`` (a `run_synth` output folder with ``train.csv`` and ``held_out.csv``)
     the split agrees with the synthetic one: identities held out there are held out here, and identities trained
-    on there are never held out here, so one held-out set serves both data sources. Returns the counts.
+    on there are never held out here, so one held-out set serves both data sources.
+
+    ``rank_aus`` (e.g. `ranks.RANK_AUS`): these AUs get rank labels (`aullava.teacher.ranks`) instead of the
+    calibrated teacher's, ranked against the *training* photos only (``rank_reference.json`` is written beside the
+    manifests); the held-out photos are labelled by the same reference. Returns the counts.
     """
 
     out = Path(out_dir)
@@ -48,7 +55,17 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
         held = (held - synth_train) | (synth_held & all_ids)
 
     teacher = teacher or Teacher()
-    labels = teacher.label_faces(paths, progress=progress, subjects=identities, keep_missing=False)
+    shapes = detect_blendshapes(paths, progress=progress)
+    labels = pd.concat([pd.DataFrame({"image": [str(p) for p in paths], "subject": identities}),
+                        teacher.label_table(shapes)], axis=1)
+    has_face = shapes["face"].to_numpy(dtype=bool)
+    reference = None
+    if rank_aus:
+        train_faces = has_face & ~labels["subject"].isin(held).to_numpy()
+        reference = fit_rank_reference(shapes[train_faces], list(rank_aus), rank_rule)
+        ranked = rank_labels(shapes, reference)
+        labels[ranked.columns] = ranked
+    labels, shapes = labels[has_face], shapes[has_face]
     no_face = len(paths) - len(labels)
     labels = labels.sort_values(["subject", "image"], kind="stable").reset_index(drop=True)
     is_held = labels["subject"].isin(held).to_numpy()
@@ -60,6 +77,8 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
         assert not set(sides["train"]["subject"]) & synth_held, "a synthetic held-out identity is trained on"
 
     out.mkdir(parents=True, exist_ok=True)
+    if reference is not None:
+        save_reference(reference, out)
     for split, table in sides.items():
         table.to_csv(out / f"real_{split}.csv", index=False, float_format="%.4f")
     return {
@@ -72,7 +91,8 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
         "held_out_images": len(sides["held_out"]),
         "held_out_identities": int(sides["held_out"]["subject"].nunique()),
         "held_out_from_synth": len(synth_held & all_ids),
-        "labelled_aus": list(teacher.seen),
+        "labelled_aus": list(dict.fromkeys([*teacher.seen, *rank_aus])),
+        "rank_aus": list(rank_aus),
         "out_dir": str(out),
     }
 
