@@ -55,3 +55,45 @@ def test_bad_rules_and_aus_are_refused():
         fit_rank_reference(shapes(np.zeros(30)), ["AU99"])
     with pytest.raises(ValueError, match="at least 20"):
         fit_rank_reference(shapes(np.zeros(5)), ["AU9"])
+
+
+def test_manifests_rank_against_training_photos_only(tmp_path, monkeypatch):
+    """`write_teacher_manifests(rank_aus=...)`: the reference is fitted on the training identities' photos, the
+    held-out ones are labelled by it, other AUs keep the calibrated teacher's labels, photos without a face go."""
+    import aullava.teacher.manifests as manifests
+
+    n = 60
+    index = pd.DataFrame({"image": [f"p{i}.jpg" for i in range(n)], "identity": [f"id{i}" for i in range(n)]})
+    index.to_csv(tmp_path / "index.csv", index=False)
+    sneer = np.linspace(0, 1e-4, n)
+    sneer[-1] = 1.0  # the last photo is held out below, with a score above every training photo's
+
+    def fake_detect(paths, progress=True):
+        table = pd.DataFrame({"image": [str(p) for p in paths], "face": [True] * (n - 1) + [False]})
+        table["noseSneerLeft"], table["noseSneerRight"] = sneer, 0.0
+        table["mouthSmileLeft"] = table["mouthSmileRight"] = 0.0
+        table.loc[~table["face"], ["noseSneerLeft", "noseSneerRight"]] = np.nan
+        return table
+
+    monkeypatch.setattr(manifests, "detect_blendshapes", fake_detect)
+    monkeypatch.setattr(manifests, "split_identities", lambda ids, share, seed: {"id58", "id57"})
+    counts = manifests.write_teacher_manifests(tmp_path / "index.csv", tmp_path / "out", rank_aus=["AU9"],
+                                               progress=False)
+    assert counts["no_face"] == 1 and counts["rank_aus"] == ["AU9"] and "AU9" in counts["labelled_aus"]
+    train = pd.read_csv(tmp_path / "out" / "real_train.csv")
+    held = pd.read_csv(tmp_path / "out" / "real_held_out.csv")
+    assert set(held["subject"]) == {"id57", "id58"} and len(train) == n - 3
+    reference = load_reference(tmp_path / "out" / "rank_reference.json")
+    assert reference["aus"]["AU9"]["photos"] == n - 3  # training photos with a face only
+    assert held["AU09"].tolist() == [pytest.approx(0.6)] * 2  # above every training photo: the top label
+    assert np.mean(train["AU09"] >= PRESENT_FLOOR) == pytest.approx(0.1, abs=0.03)
+    assert (train["AU12"] == 0).all()  # a calibrated AU keeps the teacher's label
+
+
+def test_cli_names_an_unknown_rank_au(tmp_path, capsys):
+    from aullava.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["teacher", "--index", str(tmp_path / "i.csv"), "--out", str(tmp_path / "o"), "--rank-aus", "AU9,AU99"])
+    assert stop.value.code == 2
+    assert "unknown AU(s) ['AU99']" in capsys.readouterr().err
