@@ -4,10 +4,8 @@ own process one after the other (so each has its own peak memory), and the issue
     .venv/bin/python benchmarks/predict_speed.py --faces-dir ../shared/faces/images --faces 32
     .venv/bin/python benchmarks/predict_speed.py --faces-dir DIR --arm runs/v2-3k:fp32:exact --arm default:bf16:exact
 
-An arm is MODEL:PRECISION:READOUT[:glibc-heap] — MODEL a checkpoint directory or `default` (the shipped model),
-PRECISION fp32 or bf16, READOUT exact (the greedy answer) or one-pass; `glibc-heap` leaves glibc's malloc thresholds
-as they are (`Predictor(small_heap=False)`, the behaviour before 2026-12-06) instead of `aullava.runtime.heap`'s.
-Default: the shipped model with its default settings.
+An arm is MODEL:PRECISION:READOUT — MODEL a checkpoint directory or `default` (the shipped model), PRECISION fp32 or
+bf16, READOUT exact (the greedy answer) or one-pass. Default: the shipped model with its default settings.
 
 Faces: the bundled example plus the first images of `--faces-dir` in which a face is found (distinct photos, never
 copies of one image). Reported per arm, after the model is loaded and warmed up:
@@ -58,12 +56,11 @@ def measure(arm: str, faces_dir: Path | None, count: int, batch_size: int, seque
     from aullava.inference import Predictor
     from aullava.model.decoding import AnswerDecoder
 
-    model, precision, readout, *heap = arm.split(":")
+    model, precision, readout = arm.split(":")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictor, load_s = timed(lambda: Predictor(None if model == "default" else model, batch_size=batch_size,
-                                                    device="cpu", precision=precision, readout=readout,
-                                                    small_heap=heap != ["glibc-heap"]))
+                                                    device="cpu", precision=precision, readout=readout))
     example = Path(str(files("aullava").joinpath("resources", "examples", "astronaut.png")))
     candidates = [example] + (sorted(iter_image_paths([faces_dir])) if faces_dir else [])
     images, crops = [], []
@@ -154,9 +151,8 @@ def main() -> None:
     arms = args.arm or ["default:fp32:exact"]
     for arm in arms:
         parts = arm.split(":")
-        if len(parts) not in (3, 4) or parts[1] not in ("fp32", "bf16") or parts[2] not in ("exact", "one-pass") \
-                or parts[3:] not in ([], ["glibc-heap"]):
-            parser.error(f"--arm {arm}: expected MODEL:fp32|bf16:exact|one-pass[:glibc-heap]")
+        if len(parts) != 3 or parts[1] not in ("fp32", "bf16") or parts[2] not in ("exact", "one-pass"):
+            parser.error(f"--arm {arm}: expected MODEL:fp32|bf16:exact|one-pass")
     if args.one:
         print(json.dumps(measure(args.one, args.faces_dir, args.faces, args.batch_size, not args.skip_sequential)))
         return

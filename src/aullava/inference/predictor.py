@@ -26,7 +26,6 @@ from aullava.aus.catalogue import AUSet
 from aullava.model.config import AuLlavaConfig
 from aullava.model.decoding import DEFAULT_PRECISION, AnswerDecoder, check_decoder_options, resolve_precision
 from aullava.model.modeling import AuLlavaModel
-from aullava.runtime.heap import keep_heap_small
 from aullava.tables import to_dataframe as table_of_results
 
 __all__ = ["FaceResult", "ImageResult", "Predictor", "default_model_dir", "load_model", "to_dataframe"]
@@ -121,18 +120,14 @@ class Predictor:
     continuous values, "mean" (the expected intensity on the format's grid, the parallel decoder's default) or
     "greedy" (the digits the LLM wrote; the sequential decoder's only readout). `readout`: "exact" (the greedy answer)
     or "one-pass" (one pass over a draft; `aullava.model.decoding.AnswerDecoder` says what it returns).
-    `read_ahead`: chunks of pictures a worker thread decodes and detects while the LLM reads the previous ones.
-    `small_heap`: glibc's malloc thresholds fixed so that freed batch memory is returned (`aullava.runtime.heap`;
-    process-wide, a no-op off glibc). A model
+    `read_ahead`: chunks of pictures a worker thread decodes and detects while the LLM reads the previous ones. A model
     loaded here gets its LoRA merged into the weights; a model passed in is left as it is."""
 
     def __init__(self, model: str | Path | AuLlavaModel | None = None, batch_size: int = 8,
                  device: str | None = None, detector=None, decoder: str = "parallel",
                  precision: str = DEFAULT_PRECISION, intensity: str | None = None, readout: str = "exact",
-                 read_ahead: int = 2, small_heap: bool = True):
+                 read_ahead: int = 2):
         intensity = check_decoder_options(decoder, precision, intensity, readout)
-        if small_heap:  # freed batch memory goes back to the system (process-wide; `aullava.runtime.heap`)
-            keep_heap_small()
         owned = not isinstance(model, AuLlavaModel)
         self.model = load_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
