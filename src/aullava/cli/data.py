@@ -89,8 +89,14 @@ def _au_list(text: str) -> tuple[str, ...]:
     """``"AU9,AU10"`` → ids of the default AU set (the teacher's), or an argparse error naming the unknown one."""
     from aullava.aus.catalogue import au_set
 
+    def canonical(name: str) -> str:  # "au09" → "AU9" as the catalogue spells it; a name it lacks stays as given
+        try:
+            return au_set([name]).ids[0]
+        except KeyError:
+            return name
+
     known = au_set("default").ids
-    aus = tuple(a.strip().upper().replace("AU0", "AU") for a in text.split(",") if a.strip())
+    aus = tuple(canonical(a.strip()) for a in text.split(",") if a.strip())
     unknown = [a for a in aus if a not in known]
     if unknown or not aus:
         raise argparse.ArgumentTypeError(f"unknown AU(s) {unknown or text!r}; the teacher labels {', '.join(known)}")

@@ -56,15 +56,15 @@ def person_keys(table: pd.DataFrame, by: str | None = None) -> pd.Series:
     return keys.where(table["success"].eq(1).fillna(False), pd.NA)
 
 
-def _logit(p: pd.Series) -> pd.Series:
-    p = p.clip(1e-6, 1 - 1e-6)
+def _logit(p):
+    p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1.0 - p))
 
 
 def shift_log_odds(p: pd.Series, base: pd.Series, resting: float = RESTING_P) -> pd.Series:
-    """p lowered in log-odds by how far the person's baseline sits above the everyone's resting score (never
-    raised); NaN where p or the baseline is."""
-    shift = (_logit(base) - float(_logit(pd.Series([resting])).iloc[0])).clip(lower=0.0)
+    """p lowered in log-odds by how far the person's baseline sits above everyone's resting score (never raised);
+    NaN where p or the baseline is."""
+    shift = (_logit(base) - _logit(resting)).clip(lower=0.0)
     return (1.0 / (1.0 + np.exp(-(_logit(p) - shift)))).where(p.notna() & base.notna())
 
 

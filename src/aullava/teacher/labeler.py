@@ -290,14 +290,20 @@ class Teacher:
         if subjects is not None and len(subjects) != len(paths):
             raise ValueError(f"{len(subjects)} subjects for {len(paths)} paths")
         shapes = detect_blendshapes(paths, detector, root=root, progress=progress)
+        df = self.manifest_rows(paths, shapes, subjects)
+        if not keep_missing:
+            df = df[shapes["face"].to_numpy(dtype=bool)].reset_index(drop=True)
+        return df
+
+    def manifest_rows(self, paths: Sequence[str | os.PathLike], shapes: pd.DataFrame,
+                      subjects: Sequence[str] | None = None) -> pd.DataFrame:
+        """`label_faces`'s table for blendshapes already detected (``shapes``, one row per path, same order): rows
+        without a face are kept (all NaN) and listed in ``df.attrs["no_face"]``."""
         df = pd.DataFrame({"image": [str(p) for p in paths]})
         if subjects is not None:
             df["subject"] = [str(s) for s in subjects]
         df = pd.concat([df, self.label_table(shapes)], axis=1)
-        missing = ~shapes["face"].to_numpy(dtype=bool)
-        df.attrs["no_face"] = df.loc[missing, "image"].tolist()
-        if not keep_missing:
-            df = df[~missing].reset_index(drop=True)
+        df.attrs["no_face"] = df.loc[~shapes["face"].to_numpy(dtype=bool), "image"].tolist()
         return df
 
     def baseline_predictions(self, paths: Sequence[str | os.PathLike], detector=None, progress: bool = True, *,

@@ -14,6 +14,25 @@ from aullava.teacher.labeler import Teacher, detect_blendshapes
 from aullava.teacher.ranks import RankRule, fit_rank_reference, rank_labels, save_reference
 
 
+def _held_out_identities(all_ids: set[str], held_out: float, seed: int,
+                         synth_dir: str | os.PathLike | None) -> tuple[set[str], set[str], set[str]]:
+    """The identities held out (agreeing with a synthetic set's split when ``synth_dir`` is given), and that set's
+    training and held-out identities (empty without one)."""
+    held = set(split_identities(all_ids, held_out, seed))
+    synth_train: set[str] = set()
+    synth_held: set[str] = set()
+    if synth_dir is not None:
+        tables = {split: pd.read_csv(Path(synth_dir) / f"{split}.csv", usecols=["subject"], dtype=str)
+                  for split in ("train", "held_out")}
+        synth_train = set(tables["train"]["subject"].dropna())
+        synth_held = set(tables["held_out"]["subject"].dropna())
+        if synth_train & synth_held:
+            raise ValueError(f"{synth_dir}: identities on both sides of the synthetic split: "
+                             f"{sorted(synth_train & synth_held)[:5]}")
+        held = (held - synth_train) | (synth_held & all_ids)
+    return held, synth_train, synth_held
+
+
 def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.PathLike, held_out: float = 0.2,
                             seed: int = 17, synth_dir: str | os.PathLike | None = None,
                             teacher: Teacher | None = None, progress: bool = True,
@@ -41,31 +60,19 @@ def write_teacher_manifests(index_csv: str | os.PathLike, out_dir: str | os.Path
     paths = [path for _, path, _ in rows]
     identities = [identity for _, _, identity in rows]
     all_ids = set(identities)
-    held = set(split_identities(all_ids, held_out, seed))
-    synth_train: set[str] = set()
-    synth_held: set[str] = set()
-    if synth_dir is not None:
-        tables = {split: pd.read_csv(Path(synth_dir) / f"{split}.csv", usecols=["subject"], dtype=str)
-                  for split in ("train", "held_out")}
-        synth_train = set(tables["train"]["subject"].dropna())
-        synth_held = set(tables["held_out"]["subject"].dropna())
-        if synth_train & synth_held:
-            raise ValueError(f"{synth_dir}: identities on both sides of the synthetic split: "
-                             f"{sorted(synth_train & synth_held)[:5]}")
-        held = (held - synth_train) | (synth_held & all_ids)
+    held, synth_train, synth_held = _held_out_identities(all_ids, held_out, seed, synth_dir)
 
     teacher = teacher or Teacher()
     shapes = detect_blendshapes(paths, progress=progress)
-    labels = pd.concat([pd.DataFrame({"image": [str(p) for p in paths], "subject": identities}),
-                        teacher.label_table(shapes)], axis=1)
-    has_face = shapes["face"].to_numpy(dtype=bool)
+    labels = teacher.manifest_rows(paths, shapes, identities)
     reference = None
-    if rank_aus:
-        train_faces = has_face & ~labels["subject"].isin(held).to_numpy()
-        reference = fit_rank_reference(shapes[train_faces], list(rank_aus), rank_rule)
+    if rank_aus:  # ranked against the training photos only; every photo labelled by that reference
+        has_face = shapes["face"].to_numpy(dtype=bool)
+        reference = fit_rank_reference(shapes[has_face & ~labels["subject"].isin(held).to_numpy()], list(rank_aus),
+                                       rank_rule)
         ranked = rank_labels(shapes, reference)
         labels[ranked.columns] = ranked
-    labels, shapes = labels[has_face], shapes[has_face]
+    labels = labels[shapes["face"].to_numpy(dtype=bool)]
     no_face = len(paths) - len(labels)
     labels = labels.sort_values(["subject", "image"], kind="stable").reset_index(drop=True)
     is_held = labels["subject"].isin(held).to_numpy()

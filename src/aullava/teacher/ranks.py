@@ -37,6 +37,7 @@ RANK_AUS: tuple[str, ...] = ("AU9", "AU10", "AU14", "AU15")
 REFERENCE_FILE = "rank_reference.json"
 PRESENT_FLOOR = 0.15  # a present rank label is clearly above the 0.10 presence threshold
 KNOTS = 201  # quantile table resolution (0.5 % steps)
+assert PRESENT_FLOOR > PRESENCE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,12 @@ def rank_labels(blendshapes: pd.DataFrame, reference: Mapping) -> pd.DataFrame:
     rule = RankRule(**reference["rule"])
     aus = list(reference["aus"])
     raw = raw_matrix(blendshapes, aus)
+    top = 1.0 - rule.present_share
     out = {}
     for j, au in enumerate(aus):
-        r = ranks(raw[:, j], reference["aus"][au]["quantiles"])
-        top = 1.0 - rule.present_share
+        r = ranks(raw[:, j], reference["aus"][au]["quantiles"])  # NaN (no score) fails both tests: unlabelled
         rising = PRESENT_FLOOR + (rule.present_top - PRESENT_FLOOR) * np.clip((r - top) / rule.present_share, 0, 1)
-        label = np.where(r >= top, rising, np.where(r <= rule.absent_share, 0.0, np.nan))
-        out[COLUMNS[au]] = np.where(np.isnan(r), np.nan, label)
-    assert PRESENT_FLOOR > PRESENCE_THRESHOLD
+        out[COLUMNS[au]] = np.where(r >= top, rising, np.where(r <= rule.absent_share, 0.0, np.nan))
     return pd.DataFrame(out, index=blendshapes.index)
 
 
